@@ -1,0 +1,33 @@
+"""A sensor that turns new files in a watched folder into new ``batches`` partitions."""
+
+import dagster as dg
+
+from hotdog_dagster.assets.partitions import batches
+from hotdog_dagster.core.batches import save_batch
+from hotdog_dagster.core.watch import plan_new_files
+from hotdog_dagster.resources import StoreResource, WatchResource
+
+
+def build_new_files_sensor(job_name: str) -> dg.SensorDefinition:
+    @dg.sensor(job_name=job_name, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.STOPPED)
+    def new_files_sensor(
+        context: dg.SensorEvaluationContext, store: StoreResource, watch: WatchResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        """Adds one partition per chunk of new files; `run_key` = partition key, so no batch runs twice."""
+        if not watch.folder:
+            return dg.SkipReason(
+                "no folder to watch: set watch_dir in the profile (HOTDOG_CONFIG) to enable this sensor"
+            )
+        specs = plan_new_files(store.store(), watch.folder, watch.chunk)
+        if not specs:
+            return dg.SkipReason(f"no new files in {watch.folder}")
+        for spec in specs:
+            save_batch(store.store(), spec)
+        keys = [s.key for s in specs]
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(partition_key=k, run_key=k) for k in keys],
+            dynamic_partitions_requests=[batches.build_add_request(keys)],
+            cursor=keys[-1],
+        )
+
+    return new_files_sensor

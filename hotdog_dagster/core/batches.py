@@ -1,0 +1,148 @@
+"""Batch manifests: what one partition of ``raw_images`` holds.
+
+A dynamic partition key is only a name; the manifest saved beside the data says what the name
+means (a slice of a sketch seed's stream, or a list of files in a folder or zip). Writing the
+manifest before adding the partition makes every partition re-materialisable by key alone, from
+the UI, a backfill or ``dagster asset materialize``, with the same result each time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from hotdog_dagster.core.store import Store, atomic_path, check_partition_key
+
+Source = Literal["sketch", "folder"]
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    key: str
+    source: Source
+    # sketch
+    seed: int = 0
+    start: int = 0
+    count: int = 0
+    size: int = 128
+    # folder / zip
+    root: str = ""
+    files: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_partition_key(self.key)
+        if self.source not in ("sketch", "folder"):
+            raise ValueError(f"unknown source {self.source!r}: use 'sketch' or 'folder'")
+
+    @property
+    def size_hint(self) -> int:
+        return self.count if self.source == "sketch" else len(self.files)
+
+
+def save_batch(store: Store, spec: BatchSpec) -> Path:
+    path = store.batches_dir / f"{spec.key}.json"
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(asdict(spec), indent=1))
+    return path
+
+
+def load_batch(store: Store, key: str) -> BatchSpec:
+    path = store.batches_dir / f"{check_partition_key(key)}.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no batch manifest for partition {key!r} at {path}; create it with `hotdog plan` "
+            "(or let the folder sensor add it) before materialising that partition"
+        )
+    return BatchSpec(**json.loads(path.read_text()))
+
+
+def list_batches(store: Store) -> list[BatchSpec]:
+    if not store.batches_dir.exists():
+        return []
+    return [load_batch(store, p.stem) for p in sorted(store.batches_dir.glob("*.json"))]
+
+
+def plan_sketch(seed: int, images: int, partition_size: int, size: int = 128) -> list[BatchSpec]:
+    """Split ``images`` drawn from ``seed`` into partitions of ``partition_size``."""
+    if images <= 0 or partition_size <= 0:
+        raise ValueError(f"images ({images}) and partition size ({partition_size}) must be positive")
+    return [
+        BatchSpec(
+            key=f"sketch-s{seed}-{start:07d}",
+            source="sketch",
+            seed=seed,
+            start=start,
+            count=min(partition_size, images - start),
+            size=size,
+        )
+        for start in range(0, images, partition_size)
+    ]
+
+
+def list_source_files(root: Path) -> list[str]:
+    """Every regular, non-hidden file under a folder (recursive) or in a zip, sorted, as relative names.
+
+    Nothing is filtered by suffix: the decoder decides what is an image, so a stray file is
+    recorded as rejected with its reason instead of vanishing.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"source path {root} does not exist")
+    if root.is_file():
+        if not zipfile.is_zipfile(root):
+            raise ValueError(f"{root} is a file but not a zip archive; pass a folder or a .zip")
+        with zipfile.ZipFile(root) as zf:
+            names = [i.filename for i in zf.infolist() if not i.is_dir()]
+        return sorted(n for n in names if not any(part.startswith(".") or part == "__MACOSX" for part in n.split("/")))
+    out = []
+    for p in root.rglob("*"):
+        rel = p.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
+            continue
+        out.append(rel.as_posix())
+    return sorted(out)
+
+
+def folder_prefix(root: Path) -> str:
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(root).stem).strip("-").lower() or "folder"
+    return f"folder-{slug[:40]}"
+
+
+def plan_folder(root: Path, files: list[str], partition_size: int, first_chunk: int = 0) -> list[BatchSpec]:
+    """Split ``files`` of ``root`` into partitions, numbering chunks from ``first_chunk``."""
+    if partition_size <= 0:
+        raise ValueError(f"partition size must be positive, got {partition_size}")
+    prefix = folder_prefix(root)
+    root_s = str(Path(root).resolve())
+    return [
+        BatchSpec(
+            key=f"{prefix}-{first_chunk + i:05d}",
+            source="folder",
+            root=root_s,
+            files=files[start : start + partition_size],
+        )
+        for i, start in enumerate(range(0, len(files), partition_size))
+    ]
+
+
+def check_sketch_overlap(existing: list[BatchSpec], new: list[BatchSpec]) -> None:
+    """Refuse sketch batches that re-slice a seed's stream differently from batches already planned.
+
+    Two batches covering the same (seed, index) would hold the same image twice under one id.
+    """
+    replaced = {s.key for s in new}
+    old = {(b.seed, b.start, b.count): b.key for b in existing if b.source == "sketch" and b.key not in replaced}
+    for spec in new:
+        if spec.source != "sketch" or (spec.seed, spec.start, spec.count) in old:
+            continue
+        for (seed, start, count), key in old.items():
+            if seed == spec.seed and start < spec.start + spec.count and spec.start < start + count:
+                raise ValueError(
+                    f"batch {spec.key} (images {spec.start}..{spec.start + spec.count - 1} of seed {spec.seed}) overlaps "
+                    f"existing batch {key} (images {start}..{start + count - 1}); use the same --partition-size as "
+                    "before, another --seed, or a fresh HOTDOG_HOME"
+                )

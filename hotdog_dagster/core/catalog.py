@@ -1,0 +1,48 @@
+"""``catalog.duckdb``: DuckDB views over the Parquet tables, so SQL (and dbt) sees one database.
+
+Assets write Parquet, never this file, because DuckDB allows one writer per database file and
+parallel partitions would fight over its lock. Refreshing the views is cheap (no data is copied)
+and is the only write the pipeline makes here, besides dbt's.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from hotdog_dagster.core.store import Store
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def refresh(store: Store) -> dict[str, int]:
+    """(Re)create one view per table under ``tables/``; returns the row count of each view."""
+    store.root.mkdir(parents=True, exist_ok=True)
+    sources: dict[str, str] = {}
+    if store.tables_dir.exists():
+        for entry in sorted(store.tables_dir.iterdir()):
+            if entry.is_dir() and any(entry.glob("*.parquet")):
+                sources[entry.name] = store.table_glob(entry.name)
+            elif entry.suffix == ".parquet" and not entry.name.startswith("."):
+                sources[entry.stem] = str(entry)
+    counts: dict[str, int] = {}
+    with duckdb.connect(str(store.catalog_path)) as con:
+        for name, glob in sources.items():
+            con.execute(
+                f"CREATE OR REPLACE VIEW {_quote_ident(name)} AS "
+                f"SELECT * FROM read_parquet({_quote_literal(glob)}, union_by_name = true)"
+            )
+            counts[name] = int(con.execute(f"SELECT count(*) FROM {_quote_ident(name)}").fetchone()[0])
+    return counts
+
+
+def connect(store: Store, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+    """A connection to the catalog; read-only by default so readers never take the writer's lock."""
+    if not store.catalog_path.exists():
+        raise FileNotFoundError(f"no catalog at {store.catalog_path}; run the pipeline first (`hotdog run`)")
+    return duckdb.connect(str(store.catalog_path), read_only=read_only)

@@ -1,0 +1,153 @@
+"""Embed a partition of images: decoding in DataLoader workers, inference in batches.
+
+Decoding and preprocessing run in worker processes while the model runs in the main one, so on a
+GPU the accelerator never waits for JPEG decoding, and on a CPU the decode cost hides behind the
+forward pass of the previous batch. Vectors leave as one float32 matrix and go to Parquet in bulk.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from hotdog_dagster.core.decode import ImageRejected, decode
+from hotdog_dagster.core.encoder import ClipEncoder
+from hotdog_dagster.core.store import Store
+from hotdog_dagster.core.vectors import vector_column
+
+Progress = Callable[[int, int], None]
+
+
+class ImageFileDataset(Dataset):
+    """Paths to preprocessed tensors; a file that fails to decode yields a zero tensor and its reason."""
+
+    def __init__(self, paths: list[str], preprocess: Callable, fallback_size: int) -> None:
+        self.paths = paths
+        self.preprocess = preprocess
+        self.fallback_size = fallback_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
+        try:
+            img = decode(Path(self.paths[i]).read_bytes()).image
+            return self.preprocess(img), ""
+        except (OSError, ImageRejected) as exc:
+            return torch.zeros(3, self.fallback_size, self.fallback_size), f"{type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    vectors: np.ndarray  # (n_ok, D) float32, L2-normalised, in the order of ok_index
+    ok_index: np.ndarray  # positions of the inputs that were embedded
+    failures: dict[int, str]  # input position -> reason
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return len(self.ok_index) / self.seconds if self.seconds > 0 else float("nan")
+
+
+def embed_paths(
+    encoder: ClipEncoder, paths: list[str], batch_size: int = 64, num_workers: int = 1, progress: Progress | None = None
+) -> EmbedResult:
+    """Embed image files with decoding in ``num_workers`` processes (0 decodes in this process)."""
+    size = _input_size(encoder)
+    ds = ImageFileDataset(paths, encoder.preprocess, size)
+    loader = DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=encoder.device.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=4 if num_workers > 0 else None,
+    )
+    t0 = time.perf_counter()
+    chunks: list[np.ndarray] = []
+    failures: dict[int, str] = {}
+    done = 0
+    for batch, reasons in loader:
+        chunks.append(encoder.encode_image_tensor(batch))
+        for j, reason in enumerate(reasons):
+            if reason:
+                failures[done + j] = reason
+        done += len(reasons)
+        if progress:
+            progress(done, len(paths))
+    vectors = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), dtype=np.float32)
+    ok = np.array([i for i in range(len(paths)) if i not in failures], dtype=np.int64)
+    return EmbedResult(
+        vectors=vectors[ok] if failures else vectors, ok_index=ok, failures=failures, seconds=time.perf_counter() - t0
+    )
+
+
+def _input_size(encoder: ClipEncoder) -> int:
+    size = encoder.model.visual.image_size
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+@dataclass(frozen=True)
+class PartitionEmbedding:
+    table: pa.Table
+    failures: dict[str, str]  # image id -> reason
+    seconds: float
+    images_per_second: float
+
+
+def embed_partition(
+    store: Store,
+    partition: str,
+    encoder: ClipEncoder,
+    batch_size: int = 64,
+    num_workers: int = 1,
+    progress: Progress | None = None,
+) -> PartitionEmbedding:
+    """Embed one partition's images (and captions) and write its ``embeddings`` partition."""
+    images = store.read_table("images", partition, columns=["id", "path", "caption"])
+    if images is None:
+        raise FileNotFoundError(f"partition {partition!r} has no images table yet; materialise raw_images for it first")
+    ids = images.column("id").to_pylist()
+    paths = images.column("path").to_pylist()
+    captions = images.column("caption").to_pylist()
+    result = embed_paths(encoder, paths, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    ok = result.ok_index.tolist()
+    dim = result.vectors.shape[1] if len(ok) else encoder.dim
+    has_text = np.array([bool(captions[i]) for i in ok], dtype=bool)
+    text_matrix = np.zeros((len(ok), dim), dtype=np.float32)
+    if has_text.any():
+        text_matrix[has_text] = encoder.encode_texts([captions[i] for i, t in zip(ok, has_text, strict=True) if t])
+    text_col = pa.FixedSizeListArray.from_arrays(pa.array(text_matrix.reshape(-1)), dim, mask=pa.array(~has_text))
+    table = pa.table(
+        {
+            "id": pa.array([ids[i] for i in ok], pa.string()),
+            "partition": pa.array([partition] * len(ok), pa.string()),
+            "model": pa.array([str(encoder.spec)] * len(ok), pa.string()),
+            "vector": vector_column(result.vectors.reshape(-1, dim)),
+            "text_vector": text_col,
+        }
+    )
+    failures = {ids[i]: reason for i, reason in result.failures.items()}
+    store.write_table("embeddings", table, partition)
+    store.write_table(
+        "embedding_failures",
+        pa.table(
+            {
+                "id": pa.array(list(failures), pa.string()),
+                "partition": pa.array([partition] * len(failures), pa.string()),
+                "reason": pa.array(list(failures.values()), pa.string()),
+            }
+        ),
+        partition,
+    )
+    return PartitionEmbedding(
+        table=table, failures=failures, seconds=result.seconds, images_per_second=result.images_per_second
+    )

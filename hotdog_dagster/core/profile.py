@@ -1,0 +1,61 @@
+"""Run profiles: one YAML file names the model, the device and the knobs of every stage.
+
+The embedded default (the sketch model on the CPU) and the real profile (ViT-B-32 on a GPU) differ
+only in this file, so the same assets and the same commands serve a laptop and a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hotdog_dagster.core.decode import DEFAULT_MAX_PIXELS
+from hotdog_dagster.core.model_names import SKETCH_MODEL
+
+
+@dataclass(frozen=True)
+class Profile:
+    model: str = SKETCH_MODEL
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (fp32 on CPU, bf16/fp16 autocast on GPU) | fp32 | fp16 | bf16
+    batch_size: int = 64
+    num_workers: int = 1  # DataLoader decode workers
+    index_kind: str = "auto"  # auto | flat | ivf | hnsw
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    ingest_workers: int = 4
+    sketch_size: int = 128
+    watch_dir: str = ""  # folder (or zip) the sensor watches; empty disables it
+    watch_chunk: int = 1000  # files per partition added by the sensor
+
+    def with_overrides(self, **overrides: Any) -> Profile:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_profile(path: str | os.PathLike[str] | None = None) -> Profile:
+    """The profile in ``path`` (YAML), or ``$HOTDOG_CONFIG``, or the embedded default."""
+    path = path or os.environ.get("HOTDOG_CONFIG") or None
+    if not path:
+        return Profile()
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"config file {p} does not exist")
+    data = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {p} must be a mapping of settings, got {type(data).__name__}")
+    known = {f.name: f.type for f in fields(Profile)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)} in {p}; known settings: {', '.join(known)}")
+    defaults = Profile()
+    for key, value in data.items():
+        expected = type(getattr(defaults, key))
+        if not isinstance(value, expected):
+            raise ValueError(f"setting {key!r} in {p} must be {expected.__name__}, got {value!r}")
+    return Profile(**data)

@@ -1,0 +1,38 @@
+"""Find files that arrived in a watched folder since the last batch, and cut them into batches.
+
+The batch manifests already on disk are the record of what was taken, so the sensor needs no
+fragile cursor of its own: a file is new when no manifest for that folder lists it. Files modified
+in the last few seconds are left for the next tick, since they may still be being copied in.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from hotdog_dagster.core.batches import BatchSpec, folder_prefix, list_batches, list_source_files, plan_folder
+from hotdog_dagster.core.store import Store
+
+
+def plan_new_files(
+    store: Store, root: str | Path, chunk: int, settle_seconds: float = 10.0, now: float | None = None
+) -> list[BatchSpec]:
+    """Batches for the files under ``root`` that no existing batch of ``root`` lists yet."""
+    root = Path(root).resolve()
+    now = time.time() if now is None else now
+    mine = [b for b in list_batches(store) if b.source == "folder" and Path(b.root) == root]
+    known = {f for b in mine for f in b.files}
+    fresh = []
+    for name in list_source_files(root):
+        if name in known:
+            continue
+        if root.is_dir():
+            try:
+                if now - (root / name).stat().st_mtime < settle_seconds:
+                    continue
+            except OSError:
+                pass  # vanished or unreadable: ingest records the reason
+        fresh.append(name)
+    prefix = folder_prefix(root)
+    used = [int(b.key.rsplit("-", 1)[1]) for b in mine if b.key.startswith(prefix)]
+    return plan_folder(root, fresh, chunk, first_chunk=max(used, default=-1) + 1) if fresh else []

@@ -1,0 +1,44 @@
+"""The one place that wires assets, resources, jobs, sensors and the executor together."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from hotdog_dagster.assets.catalog import catalog
+from hotdog_dagster.assets.embeddings import image_embeddings
+from hotdog_dagster.assets.index import image_index
+from hotdog_dagster.assets.ingest import raw_images
+from hotdog_dagster.assets.partitions import batches
+from hotdog_dagster.assets.sensors import build_new_files_sensor
+from hotdog_dagster.core.profile import Profile, load_profile
+from hotdog_dagster.resources import resources_for
+
+PER_BATCH_ASSETS = [raw_images, image_embeddings]
+WHOLE_SET_ASSETS = [image_index, catalog]
+ALL_ASSETS = [*PER_BATCH_ASSETS, *WHOLE_SET_ASSETS]
+
+ingest_job = dg.define_asset_job(
+    "ingest_batch",
+    selection=dg.AssetSelection.assets(*PER_BATCH_ASSETS),
+    partitions_def=batches,
+    description="Ingest and embed one batch (one partition).",
+)
+index_job = dg.define_asset_job(
+    "index_and_catalog",
+    selection=dg.AssetSelection.assets(*WHOLE_SET_ASSETS),
+    description="Rebuild the FAISS index and refresh the DuckDB catalog over all batches.",
+)
+
+
+def build_definitions(profile: Profile | None = None, home: str = "") -> dg.Definitions:
+    profile = profile or load_profile()
+    return dg.Definitions(
+        assets=ALL_ASSETS,
+        jobs=[ingest_job, index_job],
+        sensors=[build_new_files_sensor(ingest_job.name)],
+        resources=resources_for(profile, home=home),
+        executor=dg.multiprocess_executor,
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,81 @@
+"""Dagster resources: thin, configurable builders of the core objects the assets use."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+from hotdog_dagster.core.profile import Profile
+from hotdog_dagster.core.store import Store
+
+if TYPE_CHECKING:
+    from hotdog_dagster.core.encoder import ClipEncoder
+
+
+class StoreResource(dg.ConfigurableResource):
+    """The data root; empty means ``$HOTDOG_HOME`` (default ``./.hotdog``)."""
+
+    home: str = ""
+
+    def store(self) -> Store:
+        return Store(self.home or None)
+
+
+class EncoderResource(dg.ConfigurableResource):
+    """The OpenCLIP model and how to run it."""
+
+    model: str
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 64
+    num_workers: int = 1
+
+    def encoder(self) -> ClipEncoder:
+        return _cached_encoder(self.model, self.device, self.precision)
+
+
+@lru_cache(maxsize=2)
+def _cached_encoder(model: str, device: str, precision: str) -> ClipEncoder:
+    """Load a model once per process, not once per partition (CUDA is initialised here, inside the step)."""
+    from hotdog_dagster.core.encoder import ClipEncoder  # torch loads in the step, not at definitions import
+
+    return ClipEncoder(model, device=device, precision=precision)
+
+
+class IngestResource(dg.ConfigurableResource):
+    """Limits and parallelism of decoding at ingest."""
+
+    max_pixels: int
+    workers: int = 4
+
+
+class IndexResource(dg.ConfigurableResource):
+    """Which FAISS index to build."""
+
+    kind: str = "auto"
+
+
+class WatchResource(dg.ConfigurableResource):
+    """The folder the sensor watches (empty: the sensor skips) and how many files per partition."""
+
+    folder: str = ""
+    chunk: int = 1000
+
+
+def resources_for(profile: Profile, home: str = "") -> dict[str, dg.ConfigurableResource]:
+    """The resource set of a profile: the one place a profile becomes Dagster configuration."""
+    return {
+        "store": StoreResource(home=home),
+        "encoder": EncoderResource(
+            model=profile.model,
+            device=profile.device,
+            precision=profile.precision,
+            batch_size=profile.batch_size,
+            num_workers=profile.num_workers,
+        ),
+        "ingest": IngestResource(max_pixels=profile.max_pixels, workers=profile.ingest_workers),
+        "index_settings": IndexResource(kind=profile.index_kind),
+        "watch": WatchResource(folder=profile.watch_dir, chunk=profile.watch_chunk),
+    }
