@@ -28,6 +28,7 @@ from hotdog_dagster.core.decode import (
     content_hash,
     decode,
     luminance_stats,
+    perceptual_hash,
     pixel_hash,
 )
 from hotdog_dagster.core.store import Store, replace_dir
@@ -43,6 +44,7 @@ IMAGES_SCHEMA = pa.schema(
         ("path", pa.string()),
         ("content_hash", pa.string()),
         ("pixel_hash", pa.string()),
+        ("phash", pa.int64()),
         ("bytes", pa.int64()),
         ("format", pa.string()),
         ("mode", pa.string()),
@@ -210,6 +212,7 @@ def _process(item: _Item, spec: BatchSpec, staging: Path, final_dir: Path, max_p
         "path": path,
         "content_hash": chash,
         "pixel_hash": pixel_hash(decoded.image),
+        "phash": perceptual_hash(decoded.image),
         "bytes": len(item.data),
         "format": decoded.format,
         "mode": decoded.mode,
