@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"hotdog {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:  # bad files, specs and settings: one line, no traceback
         print(f"hotdog {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

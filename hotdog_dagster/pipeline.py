@@ -17,6 +17,7 @@ import dagster as dg
 from hotdog_dagster.assets.partitions import batches
 from hotdog_dagster.core import catalog
 from hotdog_dagster.core.batches import BatchSpec, save_batch
+from hotdog_dagster.core.encoder import ModelSpec
 from hotdog_dagster.core.profile import Profile
 from hotdog_dagster.core.store import Store
 from hotdog_dagster.definitions import ALL_ASSETS, PER_BATCH_ASSETS, WHOLE_SET_ASSETS
@@ -73,6 +74,8 @@ def _failure_message(result: dg.ExecuteInProcessResult) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
             err = event.step_failure_data.error
+            while err.cause is not None and err.cls_name == "DagsterExecutionStepExecutionError":
+                err = err.cause  # the user's exception, not Dagster's wrapper
             return f"{event.step_key}: {err.cls_name}: {err.message.strip()}"
     return "run failed (see the run in the Dagster UI)"
 
@@ -81,6 +84,7 @@ def run_pipeline(
     store: Store, profile: Profile, specs: list[BatchSpec], say: Callable[[str], None] = print
 ) -> RunSummary:
     """Materialise every batch in ``specs``, then the whole-set assets; report per-table counts."""
+    ModelSpec.parse(profile.model).checkpoint()  # a bad model spec fails here, before any work
     instance = dagster_instance(store)
     register_batches(store, instance, specs)
     resources = resources_for(profile, home=str(store.root))

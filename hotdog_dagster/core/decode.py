@@ -35,10 +35,16 @@ class DecodedImage:
     height: int
 
 
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decode ``data`` to RGB, or raise :class:`ImageRejected` saying why not."""
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None) -> DecodedImage:
+    """Decode ``data`` to RGB, or raise :class:`ImageRejected` saying why not.
+
+    ``draft_size`` lets a JPEG decode at a reduced DCT scale that still covers that many pixels on
+    its shorter side: a model that looks at 224 pixels need not decode 4000. Ingest decodes in full
+    (its statistics and hashes describe the real file); embedding passes the model's input size.
+    """
     if len(data) == 0:
         raise ImageRejected("empty file (0 bytes)")
+    _allow_pixels(max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -56,6 +62,10 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
             if w == 0 or h == 0:
                 raise ImageRejected(f"declared size {w}x{h} has no pixels")
             img.seek(0)  # first frame of an animation
+            if draft_size and fmt in ("JPEG", "MPO"):
+                scale = min(w, h) / draft_size
+                if scale >= 2:
+                    img.draft("RGB", (max(1, int(w / scale)), max(1, int(h / scale))))
             img.load()
             mode = img.mode
             img = ImageOps.exif_transpose(img) or img
@@ -65,10 +75,20 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     except UnidentifiedImageError:
         raise ImageRejected("not a recognised image (the bytes match no image format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected(f"decompression bomb: {exc}") from None
+        raise ImageRejected(
+            f"declared size exceeds the pixel limit of {max_pixels:,} (decompression bomb guard: {exc})"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected(f"truncated or corrupt image data ({type(exc).__name__}: {exc})") from None
     return DecodedImage(image=rgb, format=fmt, mode=mode, width=rgb.width, height=rgb.height)
+
+
+def _allow_pixels(max_pixels: int) -> None:
+    """Let ``max_pixels`` decide: Pillow's own global bomb check runs inside ``Image.open``, before ours,
+    so a limit above Pillow's (about 89M pixels) would otherwise be refused anyway. Only ever raised."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and max_pixels > limit:
+        Image.MAX_IMAGE_PIXELS = max_pixels
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -28,20 +28,20 @@ Progress = Callable[[int, int], None]
 class ImageFileDataset(Dataset):
     """Paths to preprocessed tensors; a file that fails to decode yields a zero tensor and its reason."""
 
-    def __init__(self, paths: list[str], preprocess: Callable, fallback_size: int) -> None:
+    def __init__(self, paths: list[str], preprocess: Callable, input_size: int) -> None:
         self.paths = paths
         self.preprocess = preprocess
-        self.fallback_size = fallback_size
+        self.input_size = input_size
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
         try:
-            img = decode(Path(self.paths[i]).read_bytes()).image
+            img = decode(Path(self.paths[i]).read_bytes(), draft_size=self.input_size).image
             return self.preprocess(img), ""
         except (OSError, ImageRejected) as exc:
-            return torch.zeros(3, self.fallback_size, self.fallback_size), f"{type(exc).__name__}: {exc}"
+            return torch.zeros(3, self.input_size, self.input_size), f"{type(exc).__name__}: {exc}"
 
 
 @dataclass(frozen=True)

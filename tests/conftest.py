@@ -1,0 +1,32 @@
+"""Shared fixtures: a temporary data root and Dagster home per test, and the test-sized profile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hotdog_dagster.core.model_names import RANDOM_SKETCH_MODEL
+from hotdog_dagster.core.profile import Profile
+from hotdog_dagster.core.store import Store
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated HOTDOG_HOME and DAGSTER_HOME (the pipeline writes both)."""
+    root = tmp_path / "hotdog_home"
+    monkeypatch.setenv("HOTDOG_HOME", str(root))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.delenv("HOTDOG_CONFIG", raising=False)
+    return root
+
+
+@pytest.fixture
+def store(home: Path) -> Store:
+    return Store(home)
+
+
+@pytest.fixture
+def plumbing_profile() -> Profile:
+    """The real open_clip classes with random weights: for tests of plumbing, not of answers."""
+    return Profile(model=RANDOM_SKETCH_MODEL, batch_size=32, num_workers=1, sketch_size=64, ingest_workers=2)

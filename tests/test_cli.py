@@ -1,0 +1,125 @@
+"""The ``hotdog`` command and ``dagster asset materialize``, end to end, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hotdog_dagster.core.model_names import RANDOM_SKETCH_MODEL
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _env(home: Path, config: Path | None = None) -> dict[str, str]:
+    env = dict(os.environ, HOTDOG_HOME=str(home), DAGSTER_HOME=str(home / "dagster"))
+    if config:
+        env["HOTDOG_CONFIG"] = str(config)
+    return env
+
+
+def _hotdog(*args: str, env: dict[str, str], cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hotdog_dagster.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture
+def random_config(tmp_path: Path) -> Path:
+    path = tmp_path / "plumbing.yaml"
+    path.write_text(f"model: {RANDOM_SKETCH_MODEL}\nbatch_size: 32\nnum_workers: 1\nsketch_size: 64\n")
+    return path
+
+
+def test_run_json_summary(tmp_path: Path, random_config: Path) -> None:
+    home = tmp_path / "home"
+    out = _hotdog(
+        "run",
+        "--source",
+        "sketch",
+        "--images",
+        "40",
+        "--partition-size",
+        "20",
+        "--config",
+        str(random_config),
+        "--json",
+        env=_env(home),
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout)
+    assert summary["ok"] and summary["partitions"] == ["sketch-s0-0000000", "sketch-s0-0000020"]
+    assert summary["tables"]["images"] == 40 and summary["tables"]["embeddings"] == 40
+    assert summary["tables"]["rejected"] == 0
+    assert Path(summary["paths"]["index"]).exists() and Path(summary["paths"]["catalog"]).exists()
+    assert summary["dagster_home"] == str(home / "dagster")
+
+
+def test_plan_then_dagster_asset_materialize(tmp_path: Path, random_config: Path) -> None:
+    """The partitions `hotdog plan` adds can be materialised by `dagster asset materialize`."""
+    home = tmp_path / "home"
+    env = _env(home, random_config)
+    out = _hotdog("plan", "--images", "12", "--partition-size", "12", env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    key = out.stdout.split()[0]
+    assert key == "sketch-s0-0000000"
+    run = subprocess.run(
+        [
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "hotdog_dagster.definitions",
+            "--select",
+            "raw_images,image_embeddings",
+            "--partition",
+            key,
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (home / "tables" / "images" / f"{key}.parquet").exists()
+    assert (home / "tables" / "embeddings" / f"{key}.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--source", "folder"], "--source folder needs --path"),
+        (["run", "--source", "folder", "--path", "/no/such/dir"], "does not exist"),
+        (["run", "--images", "0"], "--images must be positive"),
+        (["run", "--config", "/no/such.yaml"], "config file /no/such.yaml does not exist"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
+    out = _hotdog(*args, env=_env(tmp_path / "home"))
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_bad_model_in_config_is_refused_before_work(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("model: open_clip/ViT-B-32/nowhere/x.safetensors\n")
+    out = _hotdog("run", "--images", "5", "--config", str(cfg), env=_env(tmp_path / "home"))
+    assert out.returncode == 2 and "does not exist" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_help_explains_itself() -> None:
+    out = _hotdog("run", "--help", env=dict(os.environ))
+    assert out.returncode == 0
+    for flag in ("--source", "--images", "--partition-size", "--path", "--config", "--json", "--home"):
+        assert flag in out.stdout

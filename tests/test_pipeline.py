@@ -1,0 +1,133 @@
+"""The asset graph materialised in process into a temporary HOTDOG_HOME, on a real Dagster instance."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from hotdog_dagster.core import index
+from hotdog_dagster.core.batches import plan_folder, plan_sketch
+from hotdog_dagster.core.profile import Profile
+from hotdog_dagster.core.sketch import draw
+from hotdog_dagster.core.store import Store
+from hotdog_dagster.definitions import ALL_ASSETS, defs
+from hotdog_dagster.core.encoder import ModelSpecError
+from hotdog_dagster.pipeline import _failure_message, dagster_instance, run_pipeline
+from hotdog_dagster.resources import resources_for
+
+
+def _counts(store: Store) -> dict[str, int]:
+    with duckdb.connect(str(store.catalog_path), read_only=True) as con:
+        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("images", "rejected", "embeddings")}
+
+
+def test_definitions_load_with_every_stage() -> None:
+    repo = defs.get_repository_def()
+    keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    assert {"raw_images", "image_embeddings", "image_index", "catalog"} <= keys
+    assert repo.get_sensor_def("new_files_sensor") is not None
+    assert {j.name for j in repo.get_all_jobs()} >= {"ingest_batch", "index_and_catalog"}
+
+
+def test_sketch_graph_end_to_end_and_rematerialise(store: Store, plumbing_profile: Profile) -> None:
+    specs = plan_sketch(seed=3, images=60, partition_size=25, size=plumbing_profile.sketch_size)
+    summary = run_pipeline(store, plumbing_profile, specs, say=lambda _: None)
+    assert summary.ok, summary.failed
+    assert summary.partitions == ["sketch-s3-0000000", "sketch-s3-0000025", "sketch-s3-0000050"]
+    assert _counts(store) == {"images": 60, "rejected": 0, "embeddings": 60}
+    loaded = index.load(store)
+    assert loaded.index.ntotal == 60 and loaded.info.partitions == 3
+    ids = set(store.read_table("images", columns=["id"]).column("id").to_pylist())
+    assert set(loaded.ids.tolist()) == ids
+
+    # the runs are on the persistent instance the UI reads, with the partitions registered
+    instance = dagster_instance(store)
+    assert set(instance.get_dynamic_partitions("batches")) == {s.key for s in specs}
+    mats = instance.fetch_materializations(dg.AssetKey("image_embeddings"), limit=10).records
+    assert {m.partition_key for m in mats} == {s.key for s in specs}
+    latest = instance.get_latest_materialization_event(dg.AssetKey("image_index"))
+    assert latest.asset_materialization.metadata["vectors"].value == 60
+
+    # re-materialising replaces partitions: no duplicate rows, same ids
+    again = run_pipeline(store, plumbing_profile, specs[:2], say=lambda _: None)
+    assert again.ok
+    assert _counts(store) == {"images": 60, "rejected": 0, "embeddings": 60}
+    assert set(index.load(store).ids.tolist()) == ids
+
+
+def test_folder_graph_records_rejects_and_goes_on(store: Store, plumbing_profile: Profile, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(6):
+        draw(1, i, size=64).image.save(folder / ("sub" if i % 2 else ".") / f"img{i}.jpg", quality=85)
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("not an image")
+    shutil.copy(folder / "img0.jpg", folder / "img0_copy.jpg")
+    from hotdog_dagster.core.batches import list_source_files
+
+    files = list_source_files(folder)
+    specs = plan_folder(folder, files, partition_size=4)
+    summary = run_pipeline(store, plumbing_profile, specs, say=lambda _: None)
+    assert summary.ok, summary.failed
+    counts = _counts(store)
+    assert counts["images"] + counts["rejected"] == len(files) == 9
+    assert counts == {"images": 7, "rejected": 2, "embeddings": 7}
+    with duckdb.connect(str(store.catalog_path), read_only=True) as con:
+        reasons = dict(con.execute("SELECT source_name, reason FROM rejected").fetchall())
+        assert "0 bytes" in reasons["empty.jpg"] and "not a recognised image" in reasons["notes.jpg"]
+        same = con.execute(
+            "SELECT count(DISTINCT id), count(DISTINCT content_hash) FROM images "
+            "WHERE source_name IN ('img0.jpg', 'img0_copy.jpg')"
+        ).fetchone()
+        assert same == (2, 1)
+
+
+def test_failed_partition_is_reported_and_others_finish(
+    store: Store, plumbing_profile: Profile, tmp_path: Path
+) -> None:
+    good = plan_sketch(seed=4, images=10, partition_size=10, size=64)
+    bad = plan_folder(
+        tmp_path / "gone", ["a.jpg"], partition_size=1
+    )  # its folder does not exist: every file unreadable
+    summary = run_pipeline(store, plumbing_profile, [*bad, *good], say=lambda _: None)
+    assert summary.ok  # unreadable files are recorded, not fatal
+    assert _counts(store) == {"images": 10, "rejected": 1, "embeddings": 10}
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("open_clip/no-such-arch/random", "unknown open_clip architecture 'no-such-arch'"),
+        ("open_clip/hotdog-sketch//nowhere/ckpt.safetensors", "does not exist"),
+        ("clip-vit", "expected open_clip/<architecture>/<weights>"),
+    ],
+)
+def test_bad_model_spec_is_refused_before_any_work(store: Store, model: str, message: str) -> None:
+    specs = plan_sketch(seed=5, images=5, partition_size=5, size=64)
+    with pytest.raises(ModelSpecError, match=re.escape(message)):
+        run_pipeline(store, Profile(model=model, num_workers=0), specs, say=lambda _: None)
+    assert not store.tables_dir.exists()
+
+
+def test_step_failure_reports_the_root_cause(store: Store, plumbing_profile: Profile) -> None:
+    """A failure inside a step (here: a batch whose manifest vanished) names the user's exception."""
+    specs = plan_sketch(seed=6, images=5, partition_size=5, size=64)
+    from hotdog_dagster.pipeline import register_batches
+
+    register_batches(store, dagster_instance(store), specs)
+    (store.batches_dir / f"{specs[0].key}.json").unlink()
+    result = dg.materialize(
+        ALL_ASSETS,
+        selection=["raw_images"],
+        partition_key=specs[0].key,
+        instance=dagster_instance(store),
+        resources=resources_for(plumbing_profile, home=str(store.root)),
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert "no batch manifest for partition" in _failure_message(result)
