@@ -12,11 +12,11 @@ import pytest
 
 from hotdog_dagster.core import index
 from hotdog_dagster.core.batches import plan_folder, plan_sketch
+from hotdog_dagster.core.encoder import ModelSpecError
 from hotdog_dagster.core.profile import Profile
 from hotdog_dagster.core.sketch import draw
 from hotdog_dagster.core.store import Store
 from hotdog_dagster.definitions import ALL_ASSETS, defs
-from hotdog_dagster.core.encoder import ModelSpecError
 from hotdog_dagster.pipeline import _failure_message, dagster_instance, run_pipeline
 from hotdog_dagster.resources import resources_for
 
