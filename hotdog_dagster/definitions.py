@@ -8,13 +8,21 @@ from hotdog_dagster.assets.catalog import catalog
 from hotdog_dagster.assets.embeddings import image_embeddings
 from hotdog_dagster.assets.index import image_index
 from hotdog_dagster.assets.ingest import raw_images
+from hotdog_dagster.assets.labels import label_scores
 from hotdog_dagster.assets.partitions import batches
+from hotdog_dagster.assets.quality import (
+    image_quality,
+    index_matches_tables,
+    quality_covers_every_image,
+    vectors_are_unit_norm,
+)
 from hotdog_dagster.assets.sensors import build_new_files_sensor
 from hotdog_dagster.core.profile import Profile, load_profile
 from hotdog_dagster.resources import resources_for
 
 PER_BATCH_ASSETS = [raw_images, image_embeddings]
-WHOLE_SET_ASSETS = [image_index, catalog]
+WHOLE_SET_ASSETS = [image_index, image_quality, label_scores, catalog]
+ASSET_CHECKS = [vectors_are_unit_norm, index_matches_tables, quality_covers_every_image]
 ALL_ASSETS = [*PER_BATCH_ASSETS, *WHOLE_SET_ASSETS]
 
 ingest_job = dg.define_asset_job(
@@ -24,9 +32,9 @@ ingest_job = dg.define_asset_job(
     description="Ingest and embed one batch (one partition).",
 )
 index_job = dg.define_asset_job(
-    "index_and_catalog",
+    "whole_set",
     selection=dg.AssetSelection.assets(*WHOLE_SET_ASSETS),
-    description="Rebuild the FAISS index and refresh the DuckDB catalog over all batches.",
+    description="Over all batches: rebuild the FAISS index, flag blanks and duplicates, score labels, refresh the catalog.",
 )
 
 
@@ -34,6 +42,7 @@ def build_definitions(profile: Profile | None = None, home: str = "") -> dg.Defi
     profile = profile or load_profile()
     return dg.Definitions(
         assets=ALL_ASSETS,
+        asset_checks=ASSET_CHECKS,
         jobs=[ingest_job, index_job],
         sensors=[build_new_files_sensor(ingest_job.name)],
         resources=resources_for(profile, home=home),

@@ -18,6 +18,7 @@ from hotdog_dagster.assets.partitions import batches
 from hotdog_dagster.core import catalog
 from hotdog_dagster.core.batches import BatchSpec, save_batch
 from hotdog_dagster.core.encoder import ModelSpec
+from hotdog_dagster.core.labels import LabelSet
 from hotdog_dagster.core.profile import Profile
 from hotdog_dagster.core.store import Store
 from hotdog_dagster.definitions import ALL_ASSETS, PER_BATCH_ASSETS, WHOLE_SET_ASSETS
@@ -84,7 +85,8 @@ def run_pipeline(
     store: Store, profile: Profile, specs: list[BatchSpec], say: Callable[[str], None] = print
 ) -> RunSummary:
     """Materialise every batch in ``specs``, then the whole-set assets; report per-table counts."""
-    ModelSpec.parse(profile.model).checkpoint()  # a bad model spec fails here, before any work
+    ModelSpec.parse(profile.model).checkpoint()  # a bad model spec or label set fails here, before any work
+    LabelSet.build(profile.labels, profile.label_templates)
     instance = dagster_instance(store)
     register_batches(store, instance, specs)
     resources = resources_for(profile, home=str(store.root))
@@ -112,7 +114,7 @@ def run_pipeline(
             f"    {meta.get('images', '?')} images, {meta.get('rejected', 0)} rejected, "
             f"{meta.get('vectors', '?')} vectors at {meta.get('images_per_second', '?')} images/s"
         )
-    say("whole set: index and catalog")
+    say("whole set: index, cleaning, labels and catalog")
     result = dg.materialize(
         ALL_ASSETS,
         selection=WHOLE_SET_ASSETS,

@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from hotdog_dagster.core.labels import LabelSet
 from hotdog_dagster.core.profile import Profile
 from hotdog_dagster.core.store import Store
 
 if TYPE_CHECKING:
     from hotdog_dagster.core.encoder import ClipEncoder
+    from hotdog_dagster.core.quality import QualityConfig
 
 
 class StoreResource(dg.ConfigurableResource):
@@ -57,6 +59,37 @@ class IndexResource(dg.ConfigurableResource):
     kind: str = "auto"
 
 
+class QualityResource(dg.ConfigurableResource):
+    """Thresholds of blank and duplicate detection (see core/quality.py for how the defaults were chosen)."""
+
+    dark_mean_max: float = 24.0
+    dark_std_max: float = 10.0
+    flat_std_max: float = 1.5
+    near_threshold: float = 0.95
+    phash_max_distance: int = 12
+
+    def config(self) -> QualityConfig:
+        from hotdog_dagster.core.quality import QualityConfig
+
+        return QualityConfig(
+            dark_mean_max=self.dark_mean_max,
+            dark_std_max=self.dark_std_max,
+            flat_std_max=self.flat_std_max,
+            near_threshold=self.near_threshold,
+            phash_max_distance=None if self.phash_max_distance < 0 else self.phash_max_distance,
+        )
+
+
+class LabelsResource(dg.ConfigurableResource):
+    """The zero-shot label set; changing it re-scores from stored vectors, without re-embedding."""
+
+    labels: list[str]
+    templates: list[str] = ["{}"]
+
+    def label_set(self) -> LabelSet:
+        return LabelSet.build(self.labels, self.templates)
+
+
 class WatchResource(dg.ConfigurableResource):
     """The folder the sensor watches (empty: the sensor skips) and how many files per partition."""
 
@@ -78,4 +111,12 @@ def resources_for(profile: Profile, home: str = "") -> dict[str, dg.Configurable
         "ingest": IngestResource(max_pixels=profile.max_pixels, workers=profile.ingest_workers),
         "index_settings": IndexResource(kind=profile.index_kind),
         "watch": WatchResource(folder=profile.watch_dir, chunk=profile.watch_chunk),
+        "quality_settings": QualityResource(
+            dark_mean_max=profile.dark_mean_max,
+            dark_std_max=profile.dark_std_max,
+            flat_std_max=profile.flat_std_max,
+            near_threshold=profile.near_threshold,
+            phash_max_distance=profile.phash_max_distance,
+        ),
+        "labels": LabelsResource(labels=list(profile.labels), templates=list(profile.label_templates)),
     }

@@ -31,7 +31,7 @@ def test_definitions_load_with_every_stage() -> None:
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert {"raw_images", "image_embeddings", "image_index", "catalog"} <= keys
     assert repo.get_sensor_def("new_files_sensor") is not None
-    assert {j.name for j in repo.get_all_jobs()} >= {"ingest_batch", "index_and_catalog"}
+    assert {j.name for j in repo.get_all_jobs()} >= {"ingest_batch", "whole_set"}
 
 
 def test_sketch_graph_end_to_end_and_rematerialise(store: Store, plumbing_profile: Profile) -> None:

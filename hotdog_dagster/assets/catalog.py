@@ -5,12 +5,14 @@ import dagster as dg
 from hotdog_dagster.assets.embeddings import image_embeddings
 from hotdog_dagster.assets.index import image_index
 from hotdog_dagster.assets.ingest import raw_images
+from hotdog_dagster.assets.labels import label_scores
+from hotdog_dagster.assets.quality import image_quality
 from hotdog_dagster.core import catalog as catalog_core
 from hotdog_dagster.resources import StoreResource
 
 
 @dg.asset(
-    deps=[raw_images, image_embeddings, image_index],
+    deps=[raw_images, image_embeddings, image_index, image_quality, label_scores],
     group_name="index",
     kinds={"duckdb"},
     pool="duckdb",

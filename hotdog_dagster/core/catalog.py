@@ -20,6 +20,13 @@ def _quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+#: What survives cleaning; everything downstream (labels, search, the walk) reads through it.
+CLEAN_IMAGES_SQL = """
+CREATE OR REPLACE VIEW clean_images AS
+SELECT i.* FROM images AS i JOIN image_quality AS q USING (id) WHERE q.keep
+"""
+
+
 def refresh(store: Store) -> dict[str, int]:
     """(Re)create one view per table under ``tables/``; returns the row count of each view."""
     store.root.mkdir(parents=True, exist_ok=True)
@@ -38,6 +45,9 @@ def refresh(store: Store) -> dict[str, int]:
                 f"SELECT * FROM read_parquet({_quote_literal(glob)}, union_by_name = true)"
             )
             counts[name] = int(con.execute(f"SELECT count(*) FROM {_quote_ident(name)}").fetchone()[0])
+        if {"images", "image_quality"} <= set(sources):
+            con.execute(CLEAN_IMAGES_SQL)
+            counts["clean_images"] = int(con.execute("SELECT count(*) FROM clean_images").fetchone()[0])
     return counts
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import math
+from pathlib import Path
 
 from PIL import Image
+
+from hotdog_dagster.core.store import atomic_path
 
 
 def contact_sheet(images: list[Image.Image], columns: int = 8, cell: int = 96) -> Image.Image:
@@ -16,3 +21,27 @@ def contact_sheet(images: list[Image.Image], columns: int = 8, cell: int = 96) -
         thumb.thumbnail((cell - 4, cell - 4))
         sheet.paste(thumb, ((i % columns) * cell + 2, (i // columns) * cell + 2))
     return sheet
+
+
+def contact_sheet_file(paths: list[str], out: Path, columns: int = 8, cell: int = 96) -> str:
+    """Write a contact sheet of ``paths`` to ``out`` and return Markdown that shows it inline.
+
+    The Dagster UI renders Markdown metadata, and a data-URI image needs no file server, so the
+    sheet is visible in the run's metadata wherever the UI runs; the PNG stays under media/ too.
+    """
+    images = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                images.append(im.convert("RGB"))
+        except OSError:
+            continue  # a file that vanished since ingest: the sheet shows the rest
+    sheet = contact_sheet(images, columns=columns, cell=cell)
+    with atomic_path(out) as tmp:
+        sheet.save(tmp, format="PNG")
+    thumb = sheet.copy()
+    thumb.thumbnail((768, 768))
+    buf = io.BytesIO()
+    thumb.save(buf, format="PNG")
+    data = base64.b64encode(buf.getvalue()).decode()
+    return f"![contact sheet of {len(images)} images](data:image/png;base64,{data})\n\n`{out}`"

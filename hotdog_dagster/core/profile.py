@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from hotdog_dagster.core.decode import DEFAULT_MAX_PIXELS
+from hotdog_dagster.core.labels import DEFAULT_LABELS
 from hotdog_dagster.core.model_names import SKETCH_MODEL
 
 
@@ -30,6 +31,13 @@ class Profile:
     sketch_size: int = 128
     watch_dir: str = ""  # folder (or zip) the sensor watches; empty disables it
     watch_chunk: int = 1000  # files per partition added by the sensor
+    dark_mean_max: float = 24.0  # blank: luminance mean at most this ...
+    dark_std_max: float = 10.0  # ... and luminance spread at most this
+    flat_std_max: float = 1.5  # blank at any brightness: luminance spread at most this
+    near_threshold: float = 0.95  # near duplicates: cosine at least this ...
+    phash_max_distance: int = 12  # ... and perceptual-hash distance at most this (-1: cosine alone)
+    labels: tuple[str, ...] = DEFAULT_LABELS  # zero-shot label set (columns named by slug)
+    label_templates: tuple[str, ...] = ("{}",)  # prompt templates averaged per label, e.g. "a photo of {}"
 
     def with_overrides(self, **overrides: Any) -> Profile:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -54,8 +62,15 @@ def load_profile(path: str | os.PathLike[str] | None = None) -> Profile:
     if unknown:
         raise ValueError(f"unknown setting(s) {', '.join(unknown)} in {p}; known settings: {', '.join(known)}")
     defaults = Profile()
-    for key, value in data.items():
+    for key, value in list(data.items()):
         expected = type(getattr(defaults, key))
-        if not isinstance(value, expected):
+        is_bool = isinstance(value, bool)  # YAML reads `yes`/`true` as bool, and bool is an int subclass
+        if expected is tuple:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"setting {key!r} in {p} must be a list of strings, got {value!r}")
+            data[key] = tuple(value)
+        elif expected is float and isinstance(value, int) and not is_bool:
+            data[key] = float(value)
+        elif not isinstance(value, expected) or (is_bool and expected is not bool):
             raise ValueError(f"setting {key!r} in {p} must be {expected.__name__}, got {value!r}")
     return Profile(**data)

@@ -7,6 +7,7 @@ in the last few seconds are left for the next tick, since they may still be bein
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -20,7 +21,8 @@ def plan_new_files(
     """Batches for the files under ``root`` that no existing batch of ``root`` lists yet."""
     root = Path(root).resolve()
     now = time.time() if now is None else now
-    mine = [b for b in list_batches(store) if b.source == "folder" and Path(b.root) == root]
+    batches = list_batches(store)
+    mine = [b for b in batches if b.source == "folder" and Path(b.root) == root]
     known = {f for b in mine for f in b.files}
     fresh = []
     for name in list_source_files(root):
@@ -33,6 +35,8 @@ def plan_new_files(
             except OSError:
                 pass  # vanished or unreadable: ingest records the reason
         fresh.append(name)
-    prefix = folder_prefix(root)
-    used = [int(b.key.rsplit("-", 1)[1]) for b in mine if b.key.startswith(prefix)]
+    # Number after every batch with this prefix, not just this root's: ``photos/`` and ``photos.zip``
+    # (or two folders named ``photos``) share a prefix, and must not overwrite each other's manifests.
+    key_re = re.compile(rf"^{re.escape(folder_prefix(root))}-(\d+)$")
+    used = [int(m.group(1)) for b in batches if (m := key_re.match(b.key))]
     return plan_folder(root, fresh, chunk, first_chunk=max(used, default=-1) + 1) if fresh else []
