@@ -20,6 +20,34 @@ from hotdog_dagster.core.store import Store
 from hotdog_dagster.core.watch import plan_new_files
 
 
+SEARCH_HELP = """\
+Search the indexed images. A query is one or more weighted parts: texts and images (paths or
+http(s) URLs). Per space, the query vector is the weighted sum of the parts' unit vectors,
+renormalised; negative weights push away; parts with weight 0 are not encoded.
+
+Spaces: 'image' scores each image's own vector; 'description' scores the vector of its caption;
+'both' combines them: score = (Wi * s_image + Wd * s_description) / (Wi + Wd) with Wi, Wd the
+--image-space-weight and --description-space-weight. Scores are cosines: an image queried with
+itself scores 1 in the image space.
+
+Blank and duplicate images are left out unless --include-flagged.
+
+Filter grammar (any column of the catalog's search_items view: image columns, quality flags,
+label scores such as a_face, p_a_face, top_label):
+  field:value          exact match (quote values with spaces: caption:"a red circle")
+  field:[a TO b]       inclusive range; {a TO b} exclusive; * for an open end
+  field:>0.5  >= < <=  comparisons        field:*   has a value        field:hot*  wildcard
+  AND  OR  NOT  ( )    NOT binds tightest, then AND, then OR; adjacent clauses mean AND
+
+Examples:
+  hotdog search "a face" --limit 10
+  hotdog search --image query.png
+  hotdog search --text "red circle" --text-weight 1.0 --image blue.png --image-weight 0.1
+  hotdog search --text "a face" --text "a hamburger:-0.5" --filter 'a_face:[0.58 TO 0.99] AND source:sketch'
+  hotdog search "a blue square" --space both --description-space-weight 0.5 --html hits.html
+"""
+
+
 class CliError(Exception):
     """A user error: printed as one line, no traceback."""
 
@@ -78,6 +106,59 @@ def build_parser() -> argparse.ArgumentParser:
         "--partition KEY`: each partition key is backed by a manifest under $HOTDOG_HOME/batches.",
     )
     _add_source_args(plan)
+    search = sub.add_parser(
+        "search",
+        help="search the images by text, image, weighted mixes of both, and filters",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=SEARCH_HELP,
+    )
+    search.add_argument("query", nargs="?", help="text to search for (a text part with --text-weight)")
+    search.add_argument(
+        "--text",
+        action="append",
+        default=[],
+        metavar="TEXT[:W]",
+        help="a text part, optionally with its weight after a final colon, e.g. 'a hamburger:-0.5' (repeatable)",
+    )
+    search.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="PATH_OR_URL[:W]",
+        help="an image part: a file path or http(s) URL, optionally ':W' (repeatable)",
+    )
+    search.add_argument(
+        "--text-weight", type=float, default=1.0, help="weight of text parts that give none (default 1)"
+    )
+    search.add_argument(
+        "--image-weight", type=float, default=1.0, help="weight of image parts that give none (default 1)"
+    )
+    search.add_argument(
+        "--space",
+        choices=["image", "description", "both"],
+        default="image",
+        help="score against the image vectors, the caption vectors, or both (default image)",
+    )
+    search.add_argument(
+        "--image-space-weight", type=float, default=1.0, help="weight of the image space in --space both"
+    )
+    search.add_argument(
+        "--description-space-weight", type=float, default=1.0, help="weight of the description space in --space both"
+    )
+    search.add_argument("--filter", help="e.g. 'a_face:[0.58 TO 0.99] AND source:sketch' (grammar below)")
+    search.add_argument("--limit", type=int, default=10, help="hits to return (default 10)")
+    search.add_argument("--offset", type=int, default=0, help="hits to skip, for paging (default 0)")
+    search.add_argument(
+        "--include-flagged", action="store_true", help="include blank and duplicate images (excluded by default)"
+    )
+    search.add_argument(
+        "--json", action="store_true", help="print hits as JSON: id, score, path and the filterable columns"
+    )
+    search.add_argument(
+        "--html", type=Path, metavar="FILE", help="also write a self-contained gallery page of the hits"
+    )
+    search.add_argument("--device", default="auto", help="where to run the query encoder (default auto)")
+    search.add_argument("--home", type=Path, help="data root (default $HOTDOG_HOME or ./.hotdog)")
     return parser
 
 
@@ -158,7 +239,61 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "plan": cmd_plan}
+def _parts(args: argparse.Namespace) -> tuple:
+    from hotdog_dagster.core.search import Part, split_weight
+
+    parts = []
+    if args.query is not None:
+        parts.append(Part("text", args.query, args.text_weight))
+    for spec in args.text:
+        text, w = split_weight(spec, args.text_weight)
+        parts.append(Part("text", text, w))
+    for spec in args.image:
+        src, w = split_weight(spec, args.image_weight)
+        parts.append(Part("image", src, w))
+    return tuple(parts)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from hotdog_dagster.core.gallery import write_gallery
+    from hotdog_dagster.core.search import Query, QueryError, Searcher
+
+    parts = _parts(args)
+    if not parts:
+        raise CliError('the query is empty: give text (hotdog search "a face"), --text, or --image')
+    query = Query(
+        parts=parts,
+        space=args.space,
+        image_space_weight=args.image_space_weight,
+        description_space_weight=args.description_space_weight,
+        filter=args.filter,
+        limit=args.limit,
+        offset=args.offset,
+        include_flagged=args.include_flagged,
+    )
+    try:
+        with Searcher.open(Store(args.home), device=args.device) as searcher:
+            hits = searcher.search(query)
+    except QueryError as exc:
+        raise CliError(str(exc)) from None
+    if args.html:
+        title = " + ".join(f"{p.kind} {p.value!r} x{p.weight:g}" for p in parts)
+        title += f" | space {args.space}" + (f" | filter {args.filter}" if args.filter else "")
+        write_gallery(hits, args.html, title, shown_columns=("label", "top_label", "source"))
+    if args.json:
+        print(json.dumps([h.to_dict() for h in hits], indent=2, default=str))
+    else:
+        for rank, h in enumerate(hits, start=1 + args.offset):
+            desc = h.columns.get("caption") or h.columns.get("top_label") or ""
+            print(f"{rank:4d}  {h.score:8.4f}  {h.id}  {desc}  {h.path}")
+        if not hits:
+            print("no hits" + (" (the filter matched nothing)" if args.filter else ""), file=sys.stderr)
+    if args.html:
+        print(f"gallery written to {args.html}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "plan": cmd_plan, "search": cmd_search}
 
 
 def main(argv: list[str] | None = None) -> int:

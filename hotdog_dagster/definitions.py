@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from hotdog_dagster.assets.catalog import catalog
+from hotdog_dagster.assets.dbt import dbt_models, dbt_resource
 from hotdog_dagster.assets.embeddings import image_embeddings
 from hotdog_dagster.assets.index import image_index
 from hotdog_dagster.assets.ingest import raw_images
@@ -21,7 +22,7 @@ from hotdog_dagster.core.profile import Profile, load_profile
 from hotdog_dagster.resources import resources_for
 
 PER_BATCH_ASSETS = [raw_images, image_embeddings]
-WHOLE_SET_ASSETS = [image_index, image_quality, label_scores, catalog]
+WHOLE_SET_ASSETS = [image_index, image_quality, label_scores, catalog, dbt_models]
 ASSET_CHECKS = [vectors_are_unit_norm, index_matches_tables, quality_covers_every_image]
 ALL_ASSETS = [*PER_BATCH_ASSETS, *WHOLE_SET_ASSETS]
 
@@ -38,6 +39,11 @@ index_job = dg.define_asset_job(
 )
 
 
+def all_resources(profile: Profile, home: str = "") -> dict[str, object]:
+    """The profile's resources plus dbt's (kept out of resources.py: the dbt module imports that one)."""
+    return {**resources_for(profile, home=home), "dbt": dbt_resource()}
+
+
 def build_definitions(profile: Profile | None = None, home: str = "") -> dg.Definitions:
     profile = profile or load_profile()
     return dg.Definitions(
@@ -45,7 +51,7 @@ def build_definitions(profile: Profile | None = None, home: str = "") -> dg.Defi
         asset_checks=ASSET_CHECKS,
         jobs=[ingest_job, index_job],
         sensors=[build_new_files_sensor(ingest_job.name)],
-        resources=resources_for(profile, home=home),
+        resources=all_resources(profile, home=home),
         executor=dg.multiprocess_executor,
     )
 

@@ -21,8 +21,7 @@ from hotdog_dagster.core.encoder import ModelSpec
 from hotdog_dagster.core.labels import LabelSet
 from hotdog_dagster.core.profile import Profile
 from hotdog_dagster.core.store import Store
-from hotdog_dagster.definitions import ALL_ASSETS, PER_BATCH_ASSETS, WHOLE_SET_ASSETS
-from hotdog_dagster.resources import resources_for
+from hotdog_dagster.definitions import ALL_ASSETS, PER_BATCH_ASSETS, WHOLE_SET_ASSETS, all_resources
 
 #: Dagster's console logger at INFO: the assets' progress lines, without the per-event DEBUG chatter.
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -89,7 +88,7 @@ def run_pipeline(
     LabelSet.build(profile.labels, profile.label_templates)
     instance = dagster_instance(store)
     register_batches(store, instance, specs)
-    resources = resources_for(profile, home=str(store.root))
+    resources = all_resources(profile, home=str(store.root))
     summary = RunSummary(
         home=str(store.root), dagster_home=os.environ["DAGSTER_HOME"], partitions=[s.key for s in specs]
     )
@@ -114,7 +113,7 @@ def run_pipeline(
             f"    {meta.get('images', '?')} images, {meta.get('rejected', 0)} rejected, "
             f"{meta.get('vectors', '?')} vectors at {meta.get('images_per_second', '?')} images/s"
         )
-    say("whole set: index, cleaning, labels and catalog")
+    say("whole set: index, cleaning, labels, catalog and dbt models")
     result = dg.materialize(
         ALL_ASSETS,
         selection=WHOLE_SET_ASSETS,
@@ -129,7 +128,12 @@ def run_pipeline(
         say(f"    FAILED: {summary.failed['whole_set']}")
     if store.catalog_path.exists():
         with catalog.connect(store) as con:
-            views = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
+            views = [
+                r[0]
+                for r in con.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+                ).fetchall()
+            ]
             summary.tables = {v: int(con.execute(f'SELECT count(*) FROM "{v}"').fetchone()[0]) for v in sorted(views)}
     summary.paths = {
         "catalog": str(store.catalog_path),

@@ -74,7 +74,7 @@ prepare_manifest(dbt_project)
 
 
 class HotdogDbtTranslator(DagsterDbtTranslator):
-    """Puts every dbt model in the ``labels`` group.
+    """Every dbt model in the ``labels`` group, re-built eagerly when its inputs change (as ``catalog`` is).
 
     Sources map to the assets that write them through ``meta.dagster.asset_key`` in
     ``models/sources.yml`` (dagster-dbt reads that itself). ``label_set`` and ``label_scores`` are
@@ -83,6 +83,9 @@ class HotdogDbtTranslator(DagsterDbtTranslator):
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         return "labels"
+
+    def get_automation_condition(self, dbt_resource_props: Mapping[str, Any]) -> dg.AutomationCondition | None:
+        return dg.AutomationCondition.eager()
 
 
 class DbtLabelConfig(dg.Config):

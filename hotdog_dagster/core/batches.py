@@ -87,7 +87,9 @@ def list_source_files(root: Path) -> list[str]:
     """Every regular, non-hidden file under a folder (recursive) or in a zip, sorted, as relative names.
 
     Nothing is filtered by suffix: the decoder decides what is an image, so a stray file is
-    recorded as rejected with its reason instead of vanishing.
+    recorded as rejected with its reason instead of vanishing. The one exception is a caption
+    sidecar, ``name.txt`` beside ``name.<image suffix>``: it is that image's description (read at
+    ingest into ``caption``, the description space of search), not an input of its own.
     """
     root = Path(root)
     if not root.exists():
@@ -97,14 +99,28 @@ def list_source_files(root: Path) -> list[str]:
             raise ValueError(f"{root} is a file but not a zip archive; pass a folder or a .zip")
         with zipfile.ZipFile(root) as zf:
             names = [i.filename for i in zf.infolist() if not i.is_dir()]
-        return sorted(n for n in names if not any(part.startswith(".") or part == "__MACOSX" for part in n.split("/")))
+        names = [n for n in names if not any(part.startswith(".") or part == "__MACOSX" for part in n.split("/"))]
+        return sorted(_drop_sidecars(names))
     out = []
     for p in root.rglob("*"):
         rel = p.relative_to(root)
         if any(part.startswith(".") for part in rel.parts) or not p.is_file():
             continue
         out.append(rel.as_posix())
-    return sorted(out)
+    return sorted(_drop_sidecars(out))
+
+
+def sidecar_name(name: str) -> str:
+    """The caption file of an image: ``dir/x.png`` -> ``dir/x.txt``."""
+    stem, _, _ = name.rpartition(".")
+    return f"{stem or name}.txt"
+
+
+def _drop_sidecars(names: list[str]) -> list[str]:
+    from hotdog_dagster.core.decode import IMAGE_SUFFIXES
+
+    captioned = {sidecar_name(n) for n in names if "." in n and "." + n.rsplit(".", 1)[1].lower() in IMAGE_SUFFIXES}
+    return [n for n in names if n not in captioned]
 
 
 def folder_prefix(root: Path) -> str:

@@ -27,6 +27,18 @@ SELECT i.* FROM images AS i JOIN image_quality AS q USING (id) WHERE q.keep
 """
 
 
+def search_items_sql(tables: set[str]) -> str:
+    """One row per image with every filterable column: the image's own, its quality flags, its label scores."""
+    select, joins = ["i.*"], []
+    if "image_quality" in tables:
+        select.append("q.* EXCLUDE (id, partition)")
+        joins.append("LEFT JOIN image_quality AS q USING (id)")
+    if "label_scores" in tables:
+        select.append("s.* EXCLUDE (id)")
+        joins.append("LEFT JOIN label_scores AS s USING (id)")
+    return f"CREATE OR REPLACE VIEW search_items AS SELECT {', '.join(select)} FROM images AS i {' '.join(joins)}"
+
+
 def refresh(store: Store) -> dict[str, int]:
     """(Re)create one view per table under ``tables/``; returns the row count of each view."""
     store.root.mkdir(parents=True, exist_ok=True)
@@ -48,6 +60,8 @@ def refresh(store: Store) -> dict[str, int]:
         if {"images", "image_quality"} <= set(sources):
             con.execute(CLEAN_IMAGES_SQL)
             counts["clean_images"] = int(con.execute("SELECT count(*) FROM clean_images").fetchone()[0])
+        if "images" in sources:
+            con.execute(search_items_sql(set(sources)))
     return counts
 
 

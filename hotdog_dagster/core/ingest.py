@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from hotdog_dagster.core import sketch
-from hotdog_dagster.core.batches import BatchSpec
+from hotdog_dagster.core.batches import BatchSpec, sidecar_name
 from hotdog_dagster.core.decode import (
     DEFAULT_MAX_PIXELS,
     ImageRejected,
@@ -159,18 +159,29 @@ def _folder_items(spec: BatchSpec) -> Iterator[_Item]:
                 yield _Item(name, None, f"unreadable zip archive {root}: {exc}", None, {})
             return
         with zf:
+            members = set(zf.namelist())
             for name in spec.files:
                 try:
-                    yield _Item(name, zf.read(name), None, None, {})
+                    side = sidecar_name(name)
+                    extra = {"caption": _caption(zf.read(side))} if side in members and side != name else {}
+                    yield _Item(name, zf.read(name), None, None, extra)
                 except (KeyError, OSError, zipfile.BadZipFile, RuntimeError) as exc:
                     yield _Item(name, None, f"unreadable zip member: {exc}", None, {})
         return
     for name in spec.files:
         path = root / name
+        side = root / sidecar_name(name)
         try:
-            yield _Item(name, path.read_bytes(), None, str(path), {})
+            extra = {"caption": _caption(side.read_bytes())} if side != path and side.is_file() else {}
+            yield _Item(name, path.read_bytes(), None, str(path), extra)
         except OSError as exc:
             yield _Item(name, None, f"unreadable file: {exc.strerror or exc}", str(path), {})
+
+
+def _caption(data: bytes) -> str | None:
+    """A sidecar's text as one line (captions are short; a multi-line file is joined)."""
+    text = " ".join(data.decode("utf-8", errors="replace").split())
+    return text or None
 
 
 def _process(item: _Item, spec: BatchSpec, staging: Path, final_dir: Path, max_pixels: int) -> dict:

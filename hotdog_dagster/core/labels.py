@@ -23,7 +23,8 @@ from hotdog_dagster.core.vectors import column_matrix
 
 DEFAULT_LABELS: tuple[str, ...] = ("one hot dog", "two hot dogs", "a hamburger", "a face")
 #: Columns of the images table a label slug may not shadow, since search filters on both.
-RESERVED = frozenset({"id", "partition", "source", "path", "label", "color", "caption", "keep", "score"})
+RESERVED = frozenset({"id", "partition", "source", "path", "label", "color", "caption", "keep", "score",
+                      "top_label", "top_probability"})
 
 
 class LabelSetError(ValueError):
@@ -66,6 +67,12 @@ class LabelSet:
                 what = "is listed twice" if seen[s] == label else f"and {seen[s]!r} would both be column {s!r}"
                 raise LabelSetError(f"label {label!r} {what}; labels must have distinct column names")
             seen[s] = label
+        for s in seen:
+            if s.startswith("p_") and s[2:] in seen:
+                raise LabelSetError(
+                    f"labels {seen[s]!r} and {seen[s[2:]]!r} clash: the probability column of {seen[s[2:]]!r} is "
+                    f"named {s!r} too; reword one of them"
+                )
         templates = tuple(templates or ("{}",))
         for t in templates:
             if t.count("{}") != 1:
