@@ -19,7 +19,6 @@ from hotdog_dagster.core.profile import Profile, load_profile
 from hotdog_dagster.core.store import Store
 from hotdog_dagster.core.watch import plan_new_files
 
-
 SEARCH_HELP = """\
 Search the indexed images. A query is one or more weighted parts: texts and images (paths or
 http(s) URLs). Per space, the query vector is the weighted sum of the parts' unit vectors,
