@@ -25,6 +25,8 @@ PER_BATCH_ASSETS = [raw_images, image_embeddings]
 WHOLE_SET_ASSETS = [image_index, image_quality, label_scores, catalog, dbt_models]
 ASSET_CHECKS = [vectors_are_unit_norm, index_matches_tables, quality_covers_every_image]
 ALL_ASSETS = [*PER_BATCH_ASSETS, *WHOLE_SET_ASSETS]
+#: Everything `materialize` needs to run the graph with its checks (checks run only when passed in).
+GRAPH = [*ALL_ASSETS, *ASSET_CHECKS]
 
 ingest_job = dg.define_asset_job(
     "ingest_batch",

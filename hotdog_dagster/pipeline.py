@@ -21,7 +21,7 @@ from hotdog_dagster.core.encoder import ModelSpec
 from hotdog_dagster.core.labels import LabelSet
 from hotdog_dagster.core.profile import Profile
 from hotdog_dagster.core.store import Store
-from hotdog_dagster.definitions import ALL_ASSETS, PER_BATCH_ASSETS, WHOLE_SET_ASSETS, all_resources
+from hotdog_dagster.definitions import GRAPH, PER_BATCH_ASSETS, WHOLE_SET_ASSETS, all_resources
 
 #: Dagster's console logger at INFO: the assets' progress lines, without the per-event DEBUG chatter.
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -95,7 +95,7 @@ def run_pipeline(
     for n, spec in enumerate(specs, start=1):
         say(f"[{n}/{len(specs)}] {spec.key}: ingest and embed {spec.size_hint} {spec.source} item(s)")
         result = dg.materialize(
-            ALL_ASSETS,
+            GRAPH,
             selection=PER_BATCH_ASSETS,
             partition_key=spec.key,
             instance=instance,
@@ -115,7 +115,7 @@ def run_pipeline(
         )
     say("whole set: index, cleaning, labels, catalog and dbt models")
     result = dg.materialize(
-        ALL_ASSETS,
+        GRAPH,
         selection=WHOLE_SET_ASSETS,
         instance=instance,
         resources=resources,

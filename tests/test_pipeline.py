@@ -16,9 +16,8 @@ from hotdog_dagster.core.encoder import ModelSpecError
 from hotdog_dagster.core.profile import Profile
 from hotdog_dagster.core.sketch import draw
 from hotdog_dagster.core.store import Store
-from hotdog_dagster.definitions import ALL_ASSETS, defs
+from hotdog_dagster.definitions import ALL_ASSETS, all_resources, defs
 from hotdog_dagster.pipeline import _failure_message, dagster_instance, run_pipeline
-from hotdog_dagster.resources import resources_for
 
 
 def _counts(store: Store) -> dict[str, int]:
@@ -126,8 +125,45 @@ def test_step_failure_reports_the_root_cause(store: Store, plumbing_profile: Pro
         selection=["raw_images"],
         partition_key=specs[0].key,
         instance=dagster_instance(store),
-        resources=resources_for(plumbing_profile, home=str(store.root)),
+        resources=all_resources(plumbing_profile, home=str(store.root)),
         raise_on_error=False,
     )
     assert not result.success
     assert "no batch manifest for partition" in _failure_message(result)
+
+
+def test_checks_metadata_and_label_rescoring(store: Store, plumbing_profile: Profile) -> None:
+    """Asset checks run and pass, the UI metadata carries contact sheets, and a new label set re-scores only."""
+    specs = plan_sketch(seed=8, images=40, partition_size=40, size=64)
+    assert run_pipeline(store, plumbing_profile, specs, say=lambda _: None).ok
+    instance = dagster_instance(store)
+    for asset, check in [("image_index", "index_matches_tables"), ("image_embeddings", "vectors_are_unit_norm"),
+                         ("image_quality", "quality_covers_every_image")]:
+        record = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(dg.AssetKey(asset), check)]
+        )[dg.AssetCheckKey(dg.AssetKey(asset), check)]
+        assert record.event.dagster_event.event_specific_data.passed, check
+    meta = instance.get_latest_materialization_event(dg.AssetKey("image_quality")).asset_materialization.metadata
+    assert meta["images"].value == 40 and "blank_by_reason" in meta
+    if meta["blank"].value:
+        assert "data:image/png;base64," in meta["blanks_contact_sheet"].value
+    with duckdb.connect(str(store.catalog_path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM image_labels").fetchone()[0] == meta["kept"].value
+
+    embedded_at = {p.stat().st_mtime_ns for p in store.partition_files("embeddings")}
+    relabel = Profile(**{**plumbing_profile.to_dict(), "labels": ("a cat", "a dog")})
+    result = dg.materialize(ALL_ASSETS, selection=["label_scores"], instance=instance,
+                            resources=all_resources(relabel, home=str(store.root)))
+    assert result.success
+    scores = store.read_table("label_scores")
+    assert {"a_cat", "a_dog", "p_a_cat"} <= set(scores.column_names) and "a_face" not in scores.column_names
+    assert {p.stat().st_mtime_ns for p in store.partition_files("embeddings")} == embedded_at  # nothing re-embedded
+
+
+def test_bad_label_set_is_refused_before_any_work(store: Store, plumbing_profile: Profile) -> None:
+    from hotdog_dagster.core.labels import LabelSetError
+
+    bad = Profile(**{**plumbing_profile.to_dict(), "labels": ("a face", "A face")})
+    with pytest.raises(LabelSetError, match="would both be column"):
+        run_pipeline(store, bad, plan_sketch(seed=9, images=5, partition_size=5, size=64), say=lambda _: None)
+    assert not store.tables_dir.exists()
