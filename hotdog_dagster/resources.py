@@ -60,13 +60,13 @@ class IndexResource(dg.ConfigurableResource):
 
 
 class QualityResource(dg.ConfigurableResource):
-    """Thresholds of blank and duplicate detection (see core/quality.py for how the defaults were chosen)."""
+    """Thresholds of blank and duplicate detection; their defaults live in the profile (core/profile.py)."""
 
-    dark_mean_max: float = 24.0
-    dark_std_max: float = 10.0
-    flat_std_max: float = 1.5
-    near_threshold: float = 0.95
-    phash_max_distance: int = 12
+    dark_mean_max: float
+    dark_std_max: float
+    flat_std_max: float
+    near_threshold: float
+    phash_max_distance: int  # -1: cosine alone
 
     def config(self) -> QualityConfig:
         from hotdog_dagster.core.quality import QualityConfig
