@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from hotdog_dagster.core.decode import ImageRejected, decode
@@ -25,13 +26,49 @@ from hotdog_dagster.core.vectors import vector_column
 Progress = Callable[[int, int], None]
 
 
+@dataclass(frozen=True)
+class SplitPreprocess:
+    """open_clip's preprocessing cut where pixels become floats.
+
+    Workers run the PIL part (resize, crop) and ship uint8 tensors, a quarter of the bytes of
+    float32; the main process scales and normalises the whole batch in one vectorised step. The
+    arithmetic is ToTensor's and Normalize's, so the vectors are the same as with the full transform.
+    """
+
+    pil: Callable
+    mean: torch.Tensor  # (1, 3, 1, 1)
+    std: torch.Tensor
+
+    def finish(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.float().div_(255).sub_(self.mean).div_(self.std)
+
+
+def split_preprocess(preprocess: Callable) -> SplitPreprocess | None:
+    """Split a torchvision ``Compose`` ending in ToTensor + Normalize; ``None`` for any other shape."""
+    steps = list(getattr(preprocess, "transforms", []))
+    if len(steps) < 2 or type(steps[-1]).__name__ != "Normalize" or "ToTensor" not in type(steps[-2]).__name__:
+        return None
+    pil_steps = steps[:-2]
+
+    def pil(img: Image.Image) -> Image.Image:
+        for step in pil_steps:
+            img = step(img)
+        return img
+
+    norm = steps[-1]
+    mean = torch.tensor(norm.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(norm.std, dtype=torch.float32).view(1, -1, 1, 1)
+    return SplitPreprocess(pil=pil, mean=mean, std=std)
+
+
 class ImageFileDataset(Dataset):
     """Paths to preprocessed tensors; a file that fails to decode yields a zero tensor and its reason."""
 
-    def __init__(self, paths: list[str], preprocess: Callable, input_size: int) -> None:
+    def __init__(self, paths: list[str], preprocess: Callable, input_size: int, split: SplitPreprocess | None) -> None:
         self.paths = paths
         self.preprocess = preprocess
         self.input_size = input_size
+        self.split = split
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -39,9 +76,13 @@ class ImageFileDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
         try:
             img = decode(Path(self.paths[i]).read_bytes(), draft_size=self.input_size).image
-            return self.preprocess(img), ""
+            if self.split is None:
+                return self.preprocess(img), ""
+            arr = np.array(self.split.pil(img), dtype=np.uint8)  # a writable copy
+            return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), ""
         except (OSError, ImageRejected) as exc:
-            return torch.zeros(3, self.input_size, self.input_size), f"{type(exc).__name__}: {exc}"
+            dtype = torch.uint8 if self.split is not None else torch.float32
+            return torch.zeros(3, self.input_size, self.input_size, dtype=dtype), f"{type(exc).__name__}: {exc}"
 
 
 @dataclass(frozen=True)
@@ -61,7 +102,8 @@ def embed_paths(
 ) -> EmbedResult:
     """Embed image files with decoding in ``num_workers`` processes (0 decodes in this process)."""
     size = _input_size(encoder)
-    ds = ImageFileDataset(paths, encoder.preprocess, size)
+    split = split_preprocess(encoder.preprocess)
+    ds = ImageFileDataset(paths, encoder.preprocess, size, split)
     loader = DataLoader(
         ds,
         batch_size=batch_size,
@@ -76,7 +118,7 @@ def embed_paths(
     failures: dict[int, str] = {}
     done = 0
     for batch, reasons in loader:
-        chunks.append(encoder.encode_image_tensor(batch))
+        chunks.append(encoder.encode_image_tensor(split.finish(batch) if split is not None else batch))
         for j, reason in enumerate(reasons):
             if reason:
                 failures[done + j] = reason
