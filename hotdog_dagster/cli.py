@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from hotdog_dagster.core.batches import (
@@ -196,13 +199,31 @@ def _setup(args: argparse.Namespace) -> tuple[Store, Profile]:
     return Store(args.home), profile
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout (this process's and its children's) to stderr for a while."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     store, profile = _setup(args)
     specs = _specs(args, store, profile)
     from hotdog_dagster.pipeline import run_pipeline  # loads Dagster and the asset graph only when needed
 
-    say = (lambda _msg: None) if args.json else print
-    summary = run_pipeline(store, profile, specs, say=say)
+    if args.json:
+        with _stdout_to_stderr():  # dbt and Dagster log to stdout; --json keeps stdout for the summary alone
+            summary = run_pipeline(store, profile, specs, say=lambda _msg: None)
+    else:
+        summary = run_pipeline(store, profile, specs, say=print)
     if args.json:
         print(
             json.dumps(

@@ -48,17 +48,23 @@ def split_preprocess(preprocess: Callable) -> SplitPreprocess | None:
     steps = list(getattr(preprocess, "transforms", []))
     if len(steps) < 2 or type(steps[-1]).__name__ != "Normalize" or "ToTensor" not in type(steps[-2]).__name__:
         return None
-    pil_steps = steps[:-2]
-
-    def pil(img: Image.Image) -> Image.Image:
-        for step in pil_steps:
-            img = step(img)
-        return img
-
+    pil = _PilSteps(steps[:-2])
     norm = steps[-1]
     mean = torch.tensor(norm.mean, dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(norm.std, dtype=torch.float32).view(1, -1, 1, 1)
     return SplitPreprocess(pil=pil, mean=mean, std=std)
+
+
+class _PilSteps:
+    """The PIL transforms in order; a class, not a closure, so spawned DataLoader workers can unpickle it."""
+
+    def __init__(self, steps: list[Callable]) -> None:
+        self.steps = steps
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        for step in self.steps:
+            img = step(img)
+        return img
 
 
 class ImageFileDataset(Dataset):
