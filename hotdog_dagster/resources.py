@@ -66,7 +66,8 @@ class QualityResource(dg.ConfigurableResource):
     dark_std_max: float
     flat_std_max: float
     near_threshold: float
-    phash_max_distance: int  # -1: cosine alone
+    pixel_max_distance: float  # -1: no pixel confirmation
+    phash_max_distance: int  # -1: no perceptual-hash confirmation
 
     def config(self) -> QualityConfig:
         from hotdog_dagster.core.quality import QualityConfig
@@ -76,6 +77,8 @@ class QualityResource(dg.ConfigurableResource):
             dark_std_max=self.dark_std_max,
             flat_std_max=self.flat_std_max,
             near_threshold=self.near_threshold,
+            verify_pixels=self.pixel_max_distance >= 0,
+            pixel_max_distance=max(self.pixel_max_distance, 0.0),
             phash_max_distance=None if self.phash_max_distance < 0 else self.phash_max_distance,
         )
 
@@ -116,6 +119,7 @@ def resources_for(profile: Profile, home: str = "") -> dict[str, dg.Configurable
             dark_std_max=profile.dark_std_max,
             flat_std_max=profile.flat_std_max,
             near_threshold=profile.near_threshold,
+            pixel_max_distance=profile.pixel_max_distance,
             phash_max_distance=profile.phash_max_distance,
         ),
         "labels": LabelsResource(labels=list(profile.labels), templates=list(profile.label_templates)),

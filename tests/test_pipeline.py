@@ -137,8 +137,11 @@ def test_checks_metadata_and_label_rescoring(store: Store, plumbing_profile: Pro
     specs = plan_sketch(seed=8, images=40, partition_size=40, size=64)
     assert run_pipeline(store, plumbing_profile, specs, say=lambda _: None).ok
     instance = dagster_instance(store)
-    for asset, check in [("image_index", "index_matches_tables"), ("image_embeddings", "vectors_are_unit_norm"),
-                         ("image_quality", "quality_covers_every_image")]:
+    for asset, check in [
+        ("image_index", "index_matches_tables"),
+        ("image_embeddings", "vectors_are_unit_norm"),
+        ("image_quality", "quality_covers_every_image"),
+    ]:
         record = instance.event_log_storage.get_latest_asset_check_execution_by_key(
             [dg.AssetCheckKey(dg.AssetKey(asset), check)]
         )[dg.AssetCheckKey(dg.AssetKey(asset), check)]
@@ -152,8 +155,12 @@ def test_checks_metadata_and_label_rescoring(store: Store, plumbing_profile: Pro
 
     embedded_at = {p.stat().st_mtime_ns for p in store.partition_files("embeddings")}
     relabel = Profile(**{**plumbing_profile.to_dict(), "labels": ("a cat", "a dog")})
-    result = dg.materialize(ALL_ASSETS, selection=["label_scores"], instance=instance,
-                            resources=all_resources(relabel, home=str(store.root)))
+    result = dg.materialize(
+        ALL_ASSETS,
+        selection=["label_scores"],
+        instance=instance,
+        resources=all_resources(relabel, home=str(store.root)),
+    )
     assert result.success
     scores = store.read_table("label_scores")
     assert {"a_cat", "a_dog", "p_a_cat"} <= set(scores.column_names) and "a_face" not in scores.column_names

@@ -23,8 +23,9 @@ from hotdog_dagster.core.vectors import column_matrix
 
 DEFAULT_LABELS: tuple[str, ...] = ("one hot dog", "two hot dogs", "a hamburger", "a face")
 #: Columns of the images table a label slug may not shadow, since search filters on both.
-RESERVED = frozenset({"id", "partition", "source", "path", "label", "color", "caption", "keep", "score",
-                      "top_label", "top_probability"})
+RESERVED = frozenset(
+    {"id", "partition", "source", "path", "label", "color", "caption", "keep", "score", "top_label", "top_probability"}
+)
 
 
 class LabelSetError(ValueError):

@@ -31,11 +31,12 @@ class Profile:
     sketch_size: int = 128
     watch_dir: str = ""  # folder (or zip) the sensor watches; empty disables it
     watch_chunk: int = 1000  # files per partition added by the sensor
-    dark_mean_max: float = 24.0  # blank: luminance mean at most this ...
-    dark_std_max: float = 10.0  # ... and luminance spread at most this
-    flat_std_max: float = 1.5  # blank at any brightness: luminance spread at most this
-    near_threshold: float = 0.95  # near duplicates: cosine at least this ...
-    phash_max_distance: int = 12  # ... and perceptual-hash distance at most this (-1: cosine alone)
+    dark_mean_max: float = 20.0  # blank: luminance mean at most this ...
+    dark_std_max: float = 8.0  # ... and luminance spread at most this
+    flat_std_max: float = 0.0  # blank at any brightness: luminance spread at most this (0: off)
+    near_threshold: float = 0.8  # near-duplicate candidates: cosine at least this ...
+    pixel_max_distance: float = 3.5  # ... confirmed by aligned 32x32 thumbnail RMSE at most this (-1: off)
+    phash_max_distance: int = -1  # ... and perceptual-hash distance at most this (-1: off)
     labels: tuple[str, ...] = DEFAULT_LABELS  # zero-shot label set (columns named by slug)
     label_templates: tuple[str, ...] = ("{}",)  # prompt templates averaged per label, e.g. "a photo of {}"
 

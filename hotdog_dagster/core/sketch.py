@@ -9,6 +9,7 @@ batch is reproducible whatever partitioning produced it, and a held-out set is s
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,14 @@ CLASS_PROMPTS: dict[str, str] = {
 }
 
 SHAPES = ("circle", "square", "rectangle", "framed_circle")
+
+#: The plain query wording of each coloured shape; the first caption template of each shape class.
+SHAPE_PROMPTS: dict[str, str] = {
+    "circle": "a {color} circle",
+    "square": "a {color} square",
+    "rectangle": "a {color} rectangle",
+    "framed_circle": "a {color} circle with a black frame",
+}
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -131,6 +140,10 @@ class SketchImage:
     label: str
     color: str | None
     caption: str
+    #: "small", "medium" or "large" for plain shapes, else None.
+    size: str | None = None
+    #: The background's name ("white", "light blue", ...); None for black frames.
+    background: str | None = None
 
 
 def class_sequence(seed: int, count: int, start: int = 0) -> list[str]:
@@ -170,9 +183,36 @@ def draw(seed: int, index: int, size: int = 128, label: str | None = None) -> Sk
     if label != "black":
         img = _add_noise(img, rng, sigma=float(rng.uniform(0, 6)))
     template = str(rng.choice(_CAPTIONS[label]))
-    caption = template.format(color=color or "", size=size_word or "", bg=bg_name)
-    caption = " ".join(caption.split())
-    return SketchImage(image=img, label=label, color=color, caption=caption)
+    caption = captions(label, color, size_word or None, bg_name)[_CAPTIONS[label].index(template)]
+    return SketchImage(
+        image=img,
+        label=label,
+        color=color,
+        caption=caption,
+        size=size_word or None,
+        background=None if label == "black" else bg_name,
+    )
+
+
+def captions(
+    label: str, color: str | None = None, size: str | None = None, background: str | None = None
+) -> tuple[str, ...]:
+    """Every wording of one image's caption, so training can show a new phrasing each epoch."""
+    out = []
+    for template in _CAPTIONS[label]:
+        text = template.format(color=color or "", size=size or "", bg=background or "white")
+        out.append(_articles(" ".join(text.split())))
+    return tuple(out)
+
+
+def shape_prompt(shape: str, color: str) -> str:
+    """The plain query for a coloured shape ("a blue square", "an orange circle with a black frame")."""
+    return _articles(SHAPE_PROMPTS[shape].format(color=color))
+
+
+def _articles(text: str) -> str:
+    """Turn "a orange" into "an orange": captions and queries should read the way people type them."""
+    return re.sub(r"\ba(?= [aeiou])", "an", text)
 
 
 def _rng(seed: int, index: int) -> np.random.Generator:
@@ -190,13 +230,15 @@ def _jitter(rng: np.random.Generator, rgb: tuple[int, int, int], amount: int = 1
 
 
 def _background(rng: np.random.Generator, n: int, base: tuple[int, int, int]) -> Image.Image:
+    # Every row is one colour, so compute one column and repeat it: the same pixels as filling
+    # the whole canvas in float, at a fraction of the cost (drawing is the training-set bottleneck).
     base_arr = np.array(_jitter(rng, base, 12), dtype=np.float32)
     if rng.random() < 0.4:  # a soft vertical gradient
-        ramp = np.linspace(-1, 1, n, dtype=np.float32)[:, None, None] * float(rng.uniform(5, 25))
-        arr = np.broadcast_to(base_arr, (n, n, 3)) + ramp
-    else:
-        arr = np.broadcast_to(base_arr, (n, n, 3)).copy()
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+        ramp = np.linspace(-1, 1, n, dtype=np.float32)[:, None] * float(rng.uniform(5, 25))
+        column = np.clip(base_arr[None, :] + ramp, 0, 255).astype(np.uint8)
+        return Image.fromarray(np.ascontiguousarray(np.broadcast_to(column[:, None, :], (n, n, 3))), "RGB")
+    fill = np.clip(base_arr, 0, 255).astype(np.uint8)
+    return Image.new("RGB", (n, n), tuple(int(c) for c in fill))
 
 
 def _black_frame(rng: np.random.Generator, n: int) -> Image.Image:
