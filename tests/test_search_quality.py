@@ -118,3 +118,23 @@ def test_text_weight_over_image_weight_brings_red_circles_up(tmp_path: Path) -> 
     )
     assert image_led[0] == "blue_square"
     assert set(text_led[:2]) == {"red_circle", "red_framed_circle"}, text_led
+
+
+def test_image_labels_match_ground_truth(sketch_set: Searcher) -> None:
+    """Issue 5's quality bar: labels from dbt's image_labels agree with the drawn truth on >= 95%."""
+    import duckdb
+
+    truth_to_slug = {
+        "one_hot_dog": "one_hot_dog",
+        "two_hot_dogs": "two_hot_dogs",
+        "hamburger": "a_hamburger",
+        "face": "a_face",
+    }
+    with duckdb.connect(str(sketch_set.store.catalog_path), read_only=True) as con:
+        rows = con.execute(
+            "SELECT true_label, label FROM image_labels WHERE true_label IN "
+            "('one_hot_dog', 'two_hot_dogs', 'hamburger', 'face')"
+        ).fetchall()
+    assert len(rows) >= 150
+    accuracy = sum(truth_to_slug[t] == p for t, p in rows) / len(rows)
+    assert accuracy >= 0.95, accuracy
