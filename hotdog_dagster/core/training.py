@@ -17,6 +17,7 @@ while the convolutional stem separates them in a run of the same length.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import multiprocessing as mp
@@ -38,6 +39,7 @@ import hotdog_dagster.core.encoder  # noqa: F401  (registers the hotdog-sketch c
 from hotdog_dagster.core.sketch import CLASS_WEIGHTS, SHAPES, captions, draw
 
 ARCH = "hotdog-sketch"
+_say = functools.partial(print, flush=True)  # progress shows live even when stdout is a pipe
 #: The seed the shipped weights were trained with; evaluation uses a different one.
 DEFAULT_SEED = 0
 DRAW_SIZE = 128  # the size the sketch source draws at, so training pixels match the pipeline's
@@ -130,7 +132,7 @@ def train_sketch_model(
     temperature_lr_scale: float = 10.0,
     threads: int = 2,
     log_every: int = 25,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _say,
 ) -> TrainReport:
     """Train ``hotdog-sketch`` on ``images`` drawn sketches and save fp16 safetensors at ``out_path``.
 
@@ -190,7 +192,7 @@ def fit(
     temperature_lr_scale: float = 10.0,
     threads: int = 2,
     log_every: int = 25,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _say,
 ) -> tuple[torch.nn.Module, list[tuple[int, float]]]:
     """The training loop proper, on an already drawn set: returns the model and its loss curve."""
     torch.manual_seed(seed)
@@ -338,8 +340,8 @@ def _optimizer(
     """AdamW with open_clip's split: no decay on gains, biases, embeddings or the temperature.
 
     The temperature gets its own, faster rate: Adam moves a parameter by about ``lr`` a step, so at
-    ``lr`` a few hundred steps could lift the logit scale only from 14 to ~17, far short of the
-    sharpness needed to tell a circle from a square of the same colour.
+    ``lr`` a run of a few hundred steps could lift the logit scale only from 14 to ~16 whatever the
+    loss wanted; at ten times that it follows the loss (about 23 at the end of the shipped run).
     """
     decay, no_decay, temperature = [], [], []
     for name, p in model.named_parameters():
@@ -358,7 +360,7 @@ def _optimizer(
 
 
 def default_warmup(steps: int) -> int:
-    """A tenth of the run: with less, a transformer text tower trained from scratch can stall at chance."""
+    """A tenth of the run: a run with 7 warmup steps at twice this rate stalled at chance loss."""
     return max(1, steps // 10)
 
 
