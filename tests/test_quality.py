@@ -17,9 +17,9 @@ from hotdog_dagster.core import index as faiss_index
 from hotdog_dagster.core import quality, sketch
 from hotdog_dagster.core.batches import list_source_files, plan_folder
 from hotdog_dagster.core.embedding import embed_partition
-from hotdog_dagster.core.encoder import BUNDLED_DIR, ClipEncoder
+from hotdog_dagster.core.encoder import ClipEncoder
 from hotdog_dagster.core.ingest import ingest_batch
-from hotdog_dagster.core.model_names import RANDOM_SKETCH_MODEL, SKETCH_MODEL
+from hotdog_dagster.core.model_names import SKETCH_MODEL
 from hotdog_dagster.core.store import Store
 
 # -- the planted set --------------------------------------------------------------------------------
@@ -178,8 +178,8 @@ def build_planted(
 
 
 def model_spec() -> str:
-    """The bundled sketch model when its weights have shipped, else the untrained one."""
-    return SKETCH_MODEL if (BUNDLED_DIR / "hotdog-sketch.safetensors").exists() else RANDOM_SKETCH_MODEL
+    """The shipped sketch model: the quality bar is measured with it."""
+    return SKETCH_MODEL
 
 
 @dataclass(frozen=True)
@@ -473,10 +473,7 @@ def test_planted_set_blank_and_duplicate_precision_recall(tmp_path: Path) -> Non
     t0 = time.perf_counter()
     planted = build_planted(tmp_path / "planted")
     spec = model_spec()
-    trained = spec != RANDOM_SKETCH_MODEL
-    # Untrained weights put every pair above any useful cosine, so every pair would go to the pixel
-    # check: it still separates them (P = R = 1.0 measured), but 300k pairs take minutes, not seconds.
-    config = quality.QualityConfig(near_duplicates=trained)
+    config = quality.QualityConfig()
     ing = ingest_planted(planted, Store(tmp_path / "home"), spec)
     table = quality.assess(ing.images, ing.vectors, index=ing.loaded, config=config)
     kinds = np.array([planted.kind[n] for n in ing.names])
@@ -515,8 +512,6 @@ def test_planted_set_blank_and_duplicate_precision_recall(tmp_path: Path) -> Non
     exact = np.isin(kinds, ["original", "bytes", "pixels"])
     exact_p, exact_r, *_ = pair_scores(np.where(exact, origin, None), np.where(exact, group, None))
     assert exact_p == 1.0 and exact_r == 1.0
-    if not trained:
-        pytest.skip("near duplicates are asserted with the bundled weights (untrained: every pair is a candidate)")
     assert dup_p == 1.0 and dup_r == 1.0
     # what is kept: one image per original; reasons relative to the representative follow the truth
     kept = np.asarray(table.column("keep").to_pylist())
