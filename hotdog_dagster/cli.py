@@ -14,13 +14,11 @@ from hotdog_dagster.core.batches import (
     BatchSpec,
     check_sketch_overlap,
     list_batches,
-    list_source_files,
-    plan_folder,
     plan_sketch,
 )
 from hotdog_dagster.core.profile import Profile, load_profile
 from hotdog_dagster.core.store import Store
-from hotdog_dagster.core.watch import plan_new_files
+from hotdog_dagster.core.watch import folder_batches, plan_new_files
 
 SEARCH_HELP = """\
 Search the indexed images. A query is one or more weighted parts: texts and images (paths or
@@ -189,9 +187,10 @@ def _specs(args: argparse.Namespace, store: Store, profile: Profile) -> list[Bat
     if not args.path.exists():
         raise CliError(f"--path {args.path} does not exist")
     size = args.partition_size or 1000
-    if args.rerun:
-        return plan_folder(args.path, list_source_files(args.path), size)
-    specs = plan_new_files(store, args.path, size, settle_seconds=0)
+    # --rerun keeps the folder's existing batches (same keys, same files) rather than re-slicing it
+    # from chunk 0, which could overwrite the batches of another folder with the same name.
+    taken = folder_batches(store, args.path) if args.rerun else []
+    specs = taken + plan_new_files(store, args.path, size, settle_seconds=0)
     if not specs:
         print(
             f"no new files in {args.path} (every file is already in a batch; use --rerun to redo them)", file=sys.stderr

@@ -123,3 +123,33 @@ def test_help_explains_itself() -> None:
     assert out.returncode == 0
     for flag in ("--source", "--images", "--partition-size", "--path", "--config", "--json", "--home"):
         assert flag in out.stdout
+
+
+def test_rerun_keeps_a_folders_batches_and_leaves_a_namesake_alone(tmp_path: Path) -> None:
+    """`--rerun` redoes this folder's own batches; it must not re-slice from chunk 0 over the batches
+    of another folder that happens to have the same name."""
+    from PIL import Image
+
+    home = tmp_path / "home"
+    env = _env(home)
+    roots = [tmp_path / "a" / "photos", tmp_path / "b" / "photos"]
+    for n, root in zip((3, 2), roots, strict=True):
+        root.mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (16, 16), (40 * i, 80, 120)).save(root / f"{i}.png")
+
+    def plan(root: Path, *extra: str) -> list[str]:
+        out = _hotdog("plan", "--source", "folder", "--path", str(root), "--partition-size", "2", *extra, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return [line.split("\t")[0] for line in out.stdout.splitlines()]
+
+    a_keys = plan(roots[0])
+    b_keys = plan(roots[1])
+    assert a_keys == ["folder-photos-00000", "folder-photos-00001"] and b_keys == ["folder-photos-00002"]
+    b_manifest = (home / "batches" / f"{b_keys[0]}.json").read_text()
+
+    (roots[0] / "3.png").write_bytes((roots[0] / "0.png").read_bytes())
+    again = plan(roots[0], "--rerun")
+    assert again[:2] == a_keys and again[2:] == ["folder-photos-00003"]  # the old batches, then the new file
+    assert (home / "batches" / f"{b_keys[0]}.json").read_text() == b_manifest
+    assert plan(roots[1], "--rerun") == b_keys

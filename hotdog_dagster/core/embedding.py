@@ -15,62 +15,27 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from hotdog_dagster.core.decode import ImageRejected, decode
 from hotdog_dagster.core.encoder import ClipEncoder
+from hotdog_dagster.core.preprocess import Preprocess
 from hotdog_dagster.core.store import Store
 from hotdog_dagster.core.vectors import vector_column
 
 Progress = Callable[[int, int], None]
 
 
-@dataclass(frozen=True)
-class SplitPreprocess:
-    """open_clip's preprocessing cut where pixels become floats.
+class ImageFileDataset(Dataset):
+    """Paths to model-input pixels; a file that fails to decode yields a zero tensor and its reason.
 
-    Workers run the PIL part (resize, crop) and ship uint8 tensors, a quarter of the bytes of
-    float32; the main process scales and normalises the whole batch in one vectorised step. The
-    arithmetic is ToTensor's and Normalize's, so the vectors are the same as with the full transform.
+    With a split preprocess the worker ships uint8 pixels and the main process normalises the batch
+    (see preprocess.py); otherwise it ships the Compose's float tensor as is.
     """
 
-    pil: Callable
-    mean: torch.Tensor  # (1, 3, 1, 1)
-    std: torch.Tensor
-
-    def finish(self, batch: torch.Tensor) -> torch.Tensor:
-        return batch.float().div_(255).sub_(self.mean).div_(self.std)
-
-
-def split_preprocess(preprocess: Callable) -> SplitPreprocess | None:
-    """Split a torchvision ``Compose`` ending in ToTensor + Normalize; ``None`` for any other shape."""
-    steps = list(getattr(preprocess, "transforms", []))
-    if len(steps) < 2 or type(steps[-1]).__name__ != "Normalize" or "ToTensor" not in type(steps[-2]).__name__:
-        return None
-    pil = _PilSteps(steps[:-2])
-    norm = steps[-1]
-    mean = torch.tensor(norm.mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(norm.std, dtype=torch.float32).view(1, -1, 1, 1)
-    return SplitPreprocess(pil=pil, mean=mean, std=std)
-
-
-class _PilSteps:
-    """The PIL transforms in order; a class, not a closure, so spawned DataLoader workers can unpickle it."""
-
-    def __init__(self, steps: list[Callable]) -> None:
-        self.steps = steps
-
-    def __call__(self, img: Image.Image) -> Image.Image:
-        for step in self.steps:
-            img = step(img)
-        return img
-
-
-class ImageFileDataset(Dataset):
-    """Paths to preprocessed tensors; a file that fails to decode yields a zero tensor and its reason."""
-
-    def __init__(self, paths: list[str], preprocess: Callable, input_size: int, split: SplitPreprocess | None) -> None:
+    def __init__(
+        self, paths: list[str], preprocess: Callable, input_size: tuple[int, int], split: Preprocess | None
+    ) -> None:
         self.paths = paths
         self.preprocess = preprocess
         self.input_size = input_size
@@ -81,14 +46,14 @@ class ImageFileDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
         try:
-            img = decode(Path(self.paths[i]).read_bytes(), draft_size=self.input_size).image
+            img = decode(Path(self.paths[i]).read_bytes(), draft_size=min(self.input_size)).image
             if self.split is None:
                 return self.preprocess(img), ""
-            arr = np.array(self.split.pil(img), dtype=np.uint8)  # a writable copy
-            return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), ""
+            return self.split.pixels(img), ""
         except (OSError, ImageRejected) as exc:
             dtype = torch.uint8 if self.split is not None else torch.float32
-            return torch.zeros(3, self.input_size, self.input_size, dtype=dtype), f"{type(exc).__name__}: {exc}"
+            shape = (*self.input_size, 3) if self.split is not None else (3, *self.input_size)
+            return torch.zeros(shape, dtype=dtype), f"{type(exc).__name__}: {exc}"
 
 
 @dataclass(frozen=True)
@@ -107,9 +72,8 @@ def embed_paths(
     encoder: ClipEncoder, paths: list[str], batch_size: int = 64, num_workers: int = 1, progress: Progress | None = None
 ) -> EmbedResult:
     """Embed image files with decoding in ``num_workers`` processes (0 decodes in this process)."""
-    size = _input_size(encoder)
-    split = split_preprocess(encoder.preprocess)
-    ds = ImageFileDataset(paths, encoder.preprocess, size, split)
+    split = encoder.split_preprocess
+    ds = ImageFileDataset(paths, encoder.preprocess, encoder.input_size, split)
     loader = DataLoader(
         ds,
         batch_size=batch_size,
@@ -136,11 +100,6 @@ def embed_paths(
     return EmbedResult(
         vectors=vectors[ok] if failures else vectors, ok_index=ok, failures=failures, seconds=time.perf_counter() - t0
     )
-
-
-def _input_size(encoder: ClipEncoder) -> int:
-    size = encoder.model.visual.image_size
-    return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
 @dataclass(frozen=True)

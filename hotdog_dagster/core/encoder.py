@@ -28,6 +28,7 @@ BUNDLED_DIR = PACKAGE_DIR / "bundled"
 open_clip.add_model_config(MODEL_CONFIG_DIR)
 
 from hotdog_dagster.core.model_names import REAL_MODEL  # noqa: E402
+from hotdog_dagster.core.preprocess import from_compose  # noqa: E402
 
 
 class ModelSpecError(ValueError):
@@ -95,6 +96,9 @@ class ClipEncoder:
         )
         self.model = model.eval()
         self.preprocess = preprocess
+        self.input_size = _input_size(model)
+        #: the same preprocessing as ``preprocess``, split per image / per batch; ``None`` if unsplittable
+        self.split_preprocess = from_compose(preprocess, self.input_size)
         self.tokenizer = open_clip.get_tokenizer(self.spec.arch)
         self.autocast_dtype = _autocast_dtype(self.device, precision)
 
@@ -134,7 +138,14 @@ class ClipEncoder:
         """PIL images to vectors (for a handful of query images; bulk work goes through embedding.py)."""
         if not images:
             raise ValueError("no images to encode")
+        if self.split_preprocess is not None:
+            return self.encode_image_tensor(self.split_preprocess.batch(images))
         return self.encode_image_tensor(torch.stack([self.preprocess(im) for im in images]))
+
+
+def _input_size(model: torch.nn.Module) -> tuple[int, int]:
+    size = model.visual.image_size
+    return (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) else (int(size), int(size))
 
 
 def _normalise(feats: torch.Tensor) -> np.ndarray:

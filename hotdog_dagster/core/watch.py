@@ -15,6 +15,13 @@ from hotdog_dagster.core.batches import BatchSpec, folder_prefix, list_batches, 
 from hotdog_dagster.core.store import Store
 
 
+def folder_batches(store: Store, root: Path, batches: list[BatchSpec] | None = None) -> list[BatchSpec]:
+    """The batches already planned from ``root`` (a folder or zip), in key order."""
+    root = Path(root).resolve()
+    batches = list_batches(store) if batches is None else batches
+    return [b for b in batches if b.source == "folder" and Path(b.root) == root]
+
+
 def plan_new_files(
     store: Store, root: str | Path, chunk: int, settle_seconds: float = 10.0, now: float | None = None
 ) -> list[BatchSpec]:
@@ -22,8 +29,7 @@ def plan_new_files(
     root = Path(root).resolve()
     now = time.time() if now is None else now
     batches = list_batches(store)
-    mine = [b for b in batches if b.source == "folder" and Path(b.root) == root]
-    known = {f for b in mine for f in b.files}
+    known = {f for b in folder_batches(store, root, batches) for f in b.files}
     fresh = []
     for name in list_source_files(root):
         if name in known:
