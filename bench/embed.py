@@ -6,9 +6,10 @@ with batch 1 for each image. The pipeline is ``core.embedding.embed_paths``, the
 figure, the model alone on ready tensors at the same batch size, shows whether decoding is hidden
 behind compute (pipeline / model-only close to 1).
 
-Each model is measured in rounds that alternate pipeline, model-only and baseline, and the best round
-of each counts: on a shared machine the slowest rounds measure the neighbours, not the code. Image
-counts are sized so that every measurement lasts about ``--seconds``.
+Each model is measured in rounds that alternate pipeline, model-only and baseline; the ratios are
+taken within each round and the median round counts, so a neighbour that slows the machine for a
+while slows both sides of a ratio alike. Image counts are sized so that every measurement lasts
+about ``--seconds``; the pipeline's figure includes starting its DataLoader workers.
 
     python bench/embed.py                                     # the three CPU models below
     python bench/embed.py --model open_clip/ViT-B-32/random   # one model
@@ -84,18 +85,12 @@ class ModelFigures:
     spec: str
     images: int
     baseline_images: int
-    baseline: float
+    baseline: float  # images/s, median round
     pipeline: float
     forward: float
+    speedup: float  # median of the rounds' pipeline / baseline
+    hidden: float  # median of the rounds' pipeline / model-only
     agree: float
-
-    @property
-    def speedup(self) -> float:
-        return self.pipeline / self.baseline
-
-    @property
-    def hidden(self) -> float:
-        return self.pipeline / self.forward
 
 
 def measure(spec: str, args: argparse.Namespace, folder: Path, files: list[str]) -> tuple[ModelFigures, list[str]]:
@@ -131,9 +126,11 @@ def measure(spec: str, args: argparse.Namespace, folder: Path, files: list[str])
         spec=str(encoder.spec),
         images=images,
         baseline_images=baseline_images,
-        baseline=max(baseline),
-        pipeline=max(pipeline),
-        forward=max(forward),
+        baseline=float(np.median(baseline)),
+        pipeline=float(np.median(pipeline)),
+        forward=float(np.median(forward)),
+        speedup=float(np.median(np.divide(pipeline, baseline))),
+        hidden=float(np.median(np.divide(pipeline, forward))),
         agree=agree,
     )
     return figures, files
@@ -148,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--model", nargs="+", default=list(DEFAULT_MODELS), help="model specs (random weights time the same)"
     )
-    ap.add_argument("--seconds", type=float, default=6.0, help="about how long each measurement runs")
-    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per model; the best of each counts")
+    ap.add_argument("--seconds", type=float, default=8.0, help="about how long each measurement runs")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per model; the median round counts")
     ap.add_argument("--max-images", type=int, default=8192)
     ap.add_argument("--size", type=int, default=256, help="side of the JPEG files in pixels")
     ap.add_argument("--batch-size", type=int, default=64)
@@ -172,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for f in rows:
         print(f"{f.spec:34s} {f.baseline:11.1f} {f.pipeline:9.1f} {f.forward:10.1f} {f.speedup:8.2f}x {f.hidden:10.1%}")
-    print(f"(images/s on {args.size}-px JPEG files; best of {args.rounds} rounds)")
+    print(f"(images/s on {args.size}-px JPEG files; medians of {args.rounds} rounds, ratios taken within each round)")
     for f in rows:
         print(
             f"{f.spec}: speed-up {f.speedup:.2f}x vs target {TARGET_SPEEDUP:g}x {verdict(f.speedup, TARGET_SPEEDUP)}; "

@@ -88,7 +88,9 @@ def embed_paths(
     failures: dict[int, str] = {}
     done = 0
     for batch, reasons in loader:
-        chunks.append(encoder.encode_image_tensor(split.finish(batch) if split is not None else batch))
+        if split is not None:  # uint8 pixels: to the model's device first, then normalise there
+            batch = split.finish(batch.to(encoder.device, non_blocking=True))
+        chunks.append(encoder.encode_image_tensor(batch))
         for j, reason in enumerate(reasons):
             if reason:
                 failures[done + j] = reason
