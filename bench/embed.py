@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from hotdog_dagster.core.decode import decode
-from hotdog_dagster.core.embedding import embed_paths
+from hotdog_dagster.core.embedding import ImageFileDataset, embed_paths
 from hotdog_dagster.core.encoder import ClipEncoder
 from hotdog_dagster.core.model_names import RANDOM_SKETCH_MODEL
 from hotdog_dagster.core.sketch import draw
@@ -80,6 +80,26 @@ def model_only(encoder: ClipEncoder, sample: torch.Tensor, n_images: int) -> flo
     return n_batches * len(sample) / (time.perf_counter() - t0)
 
 
+def per_image_ms(encoder: ClipEncoder, paths: list[str]) -> tuple[float, float]:
+    """Core time to read, decode and preprocess one image, on one thread: the worker's path
+    (core/preprocess.py, uint8 out) against open_clip's PIL Compose (float out)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ds = ImageFileDataset(paths, encoder.preprocess, encoder.input_size, encoder.split_preprocess)
+        t0 = time.perf_counter()
+        for i in range(len(ds)):
+            ds[i]
+        ours = (time.perf_counter() - t0) / len(ds)
+        t0 = time.perf_counter()
+        for p in paths:
+            encoder.preprocess(decode(Path(p).read_bytes(), draft_size=min(encoder.input_size)).image)
+        compose = (time.perf_counter() - t0) / len(paths)
+    finally:
+        torch.set_num_threads(threads)
+    return ours * 1e3, compose * 1e3
+
+
 @dataclass(frozen=True)
 class ModelFigures:
     spec: str
@@ -91,6 +111,8 @@ class ModelFigures:
     speedup: float  # median of the rounds' pipeline / baseline
     hidden: float  # median of the rounds' pipeline / model-only
     agree: float
+    prep_ms: float  # one image's read + decode + preprocess, one core
+    compose_ms: float  # the same with open_clip's PIL Compose
 
 
 def measure(spec: str, args: argparse.Namespace, folder: Path, files: list[str]) -> tuple[ModelFigures, list[str]]:
@@ -122,6 +144,7 @@ def measure(spec: str, args: argparse.Namespace, folder: Path, files: list[str])
     # the pipeline's vectors are the vectors the one-at-a-time path computes
     check = np.stack([encoder.encode_pil([decode(Path(p).read_bytes()).image])[0] for p in paths[:8]])
     agree = float(np.min(np.sum(check * vectors[:8], axis=1)))
+    prep_ms, compose_ms = per_image_ms(encoder, paths[:256])
     figures = ModelFigures(
         spec=str(encoder.spec),
         images=images,
@@ -132,6 +155,8 @@ def measure(spec: str, args: argparse.Namespace, folder: Path, files: list[str])
         speedup=float(np.median(np.divide(pipeline, baseline))),
         hidden=float(np.median(np.divide(pipeline, forward))),
         agree=agree,
+        prep_ms=prep_ms,
+        compose_ms=compose_ms,
     )
     return figures, files
 
@@ -174,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{f.spec}: speed-up {f.speedup:.2f}x vs target {TARGET_SPEEDUP:g}x {verdict(f.speedup, TARGET_SPEEDUP)}; "
             f"pipeline/model-only {f.hidden:.1%} vs target {TARGET_HIDDEN:.0%} {verdict(f.hidden, TARGET_HIDDEN)}; "
-            f"{f.images} images, baseline {f.baseline_images}; min cosine pipeline vs batch-1 {f.agree:.5f}"
+            f"{f.images} images, baseline {f.baseline_images}; min cosine pipeline vs batch-1 {f.agree:.5f}; "
+            f"per image on one core {f.prep_ms:.2f} ms (open_clip's PIL Compose {f.compose_ms:.2f} ms, "
+            f"{f.compose_ms / f.prep_ms:.1f}x)"
         )
     return 0
 
