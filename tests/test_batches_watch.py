@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from corpus import HIDDEN, make_bad_corpus, zip_corpus
 
+from hotdog_dagster.core import batches
 from hotdog_dagster.core.batches import (
     BatchSpec,
     check_sketch_overlap,
@@ -94,6 +95,33 @@ def test_list_source_files_over_folder_and_zip(tmp_path: Path):
         list_source_files(tmp_path / "nope")
     with pytest.raises(ValueError, match="not a zip"):
         list_source_files(src / "good.png")
+
+
+def test_folder_listing_skips_hidden_folders_follows_file_links_not_folder_links(tmp_path: Path, caplog, monkeypatch):
+    src = tmp_path / "src"
+    (src / ".git" / "objects").mkdir(parents=True)
+    (src / ".git" / "objects" / "x.png").write_bytes(b"x")
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "one.png").write_bytes(b"x")
+    (src / "link.png").symlink_to(src / "a" / "one.png")
+    (src / "loop").symlink_to(src)  # a folder link back to the root: must not recurse forever
+    (src / "locked").mkdir()
+    (src / "locked" / "secret.png").write_bytes(b"x")
+    assert list_source_files(src) == ["a/one.png", "link.png", "locked/secret.png"]
+
+    # a folder that cannot be listed is named in a warning, and the rest is still listed
+    # (os.scandir is made to refuse it: permissions do not bind when the tests run as root)
+    real_scandir = os.scandir
+
+    def refusing(path):
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(batches.os, "scandir", refusing)
+    with caplog.at_level("WARNING"):
+        assert list_source_files(src) == ["a/one.png", "link.png"]
+    assert "cannot list" in caplog.text and "locked" in caplog.text
 
 
 # -- manifests ------------------------------------------------------------------------------------
