@@ -27,8 +27,8 @@ import time
 import faiss
 import numpy as np
 
-from hotdog_dagster.core import index as faiss_index
-from hotdog_dagster.core.quality import connected_groups, knn_above
+from hotdog_dagster.core.clean.quality import connected_groups, knn_above
+from hotdog_dagster.core.search import index as faiss_index
 
 
 def planted_vectors(n: int, dim: int, planted: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

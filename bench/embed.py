@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hotdog_dagster.core.decode import decode
-from hotdog_dagster.core.embedding import ImageFileDataset, embed_paths
-from hotdog_dagster.core.encoder import ClipEncoder
-from hotdog_dagster.core.model_names import RANDOM_SKETCH_MODEL
-from hotdog_dagster.core.sketch import draw
+from hotdog_dagster.core.io.decode import decode
+from hotdog_dagster.core.model.embedding import ImageFileDataset, embed_paths
+from hotdog_dagster.core.model.encoder import ClipEncoder
+from hotdog_dagster.core.model.names import RANDOM_SKETCH_MODEL
+from hotdog_dagster.core.model.sketch import draw
 
 DEFAULT_MODELS = (RANDOM_SKETCH_MODEL, "open_clip/ViT-S-32/random", "open_clip/ViT-B-32/random")
 TARGET_SPEEDUP = 2.0

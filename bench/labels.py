@@ -25,7 +25,7 @@ import time
 import faiss
 import numpy as np
 
-from hotdog_dagster.core.labels import DEFAULT_LABELS, score
+from hotdog_dagster.core.labels.scoring import DEFAULT_LABELS, score
 
 
 def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

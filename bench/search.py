@@ -18,12 +18,13 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from hotdog_dagster.core import catalog, index
-from hotdog_dagster.core.encoder import ClipEncoder
-from hotdog_dagster.core.model_names import RANDOM_SKETCH_MODEL
-from hotdog_dagster.core.search import Part, Query, Searcher
-from hotdog_dagster.core.store import Store
-from hotdog_dagster.core.vectors import vector_column
+from hotdog_dagster.core.io import catalog
+from hotdog_dagster.core.io.store import Store
+from hotdog_dagster.core.io.vectors import vector_column
+from hotdog_dagster.core.model.encoder import ClipEncoder
+from hotdog_dagster.core.model.names import RANDOM_SKETCH_MODEL
+from hotdog_dagster.core.search import index
+from hotdog_dagster.core.search.engine import Part, Query, Searcher
 
 WORDS = ["red", "blue", "green", "circle", "square", "hot dog", "two hot dogs", "a face", "hamburger", "black image"]
 

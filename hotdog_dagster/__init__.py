@@ -3,7 +3,7 @@
 The package root exposes the search API; importing it does not load Dagster or torch.
 """
 
-from hotdog_dagster.core.store import Store
+from hotdog_dagster.core.io.store import Store
 
 __all__ = ["Part", "Query", "Searcher", "Store", "search"]
 
@@ -11,7 +11,7 @@ __all__ = ["Part", "Query", "Searcher", "Store", "search"]
 def __getattr__(name: str):
     """Load the search engine (FAISS, DuckDB, torch) only when it is asked for."""
     if name in ("Part", "Query", "Searcher", "Hit", "QueryError"):
-        from hotdog_dagster.core import search as _search
+        from hotdog_dagster.core.search import engine as _search
 
         return getattr(_search, name)
     raise AttributeError(name)
@@ -19,7 +19,7 @@ def __getattr__(name: str):
 
 def search(query: str, home: str | None = None, **options: object) -> list:
     """One text query against ``home`` (default ``$HOTDOG_HOME``): ``search("a face", limit=5)``."""
-    from hotdog_dagster.core.search import Part, Query, Searcher
+    from hotdog_dagster.core.search.engine import Part, Query, Searcher
 
     with Searcher.open(Store(home)) as s:
         return s.search(Query(parts=(Part("text", query),), **options))  # type: ignore[arg-type]

@@ -10,15 +10,15 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from hotdog_dagster.core.batches import (
+from hotdog_dagster.core.io.batches import (
     BatchSpec,
     check_sketch_overlap,
     list_batches,
     plan_sketch,
 )
+from hotdog_dagster.core.io.store import Store
+from hotdog_dagster.core.io.watch import folder_batches, plan_new_files
 from hotdog_dagster.core.profile import Profile, load_profile
-from hotdog_dagster.core.store import Store
-from hotdog_dagster.core.watch import folder_batches, plan_new_files
 
 SEARCH_HELP = """\
 Search the indexed images. A query is one or more weighted parts: texts and images (paths or
@@ -271,7 +271,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _parts(args: argparse.Namespace) -> tuple:
-    from hotdog_dagster.core.search import Part, split_weight
+    from hotdog_dagster.core.search.engine import Part, split_weight
 
     parts = []
     if args.query is not None:
@@ -286,8 +286,8 @@ def _parts(args: argparse.Namespace) -> tuple:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from hotdog_dagster.core.gallery import write_gallery
-    from hotdog_dagster.core.search import Query, QueryError, Searcher
+    from hotdog_dagster.core.search.engine import Query, QueryError, Searcher
+    from hotdog_dagster.core.search.gallery import write_gallery
 
     parts = _parts(args)
     if not parts:
@@ -325,8 +325,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from hotdog_dagster.core.evaluation import EVAL_SEED, evaluate_sketch_model
-    from hotdog_dagster.core.model_names import SKETCH_MODEL
+    from hotdog_dagster.core.model.evaluation import EVAL_SEED, evaluate_sketch_model
+    from hotdog_dagster.core.model.names import SKETCH_MODEL
 
     report = evaluate_sketch_model(args.model or SKETCH_MODEL, seed=args.seed or EVAL_SEED, n=args.n)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())

@@ -15,12 +15,12 @@ from pathlib import Path
 import dagster as dg
 
 from hotdog_dagster.assets.partitions import batches
-from hotdog_dagster.core import catalog
-from hotdog_dagster.core.batches import BatchSpec, save_batch
-from hotdog_dagster.core.encoder import ModelSpec
-from hotdog_dagster.core.labels import LabelSet
+from hotdog_dagster.core.io import catalog
+from hotdog_dagster.core.io.batches import BatchSpec, save_batch
+from hotdog_dagster.core.io.store import Store
+from hotdog_dagster.core.labels.scoring import LabelSet
+from hotdog_dagster.core.model.encoder import ModelSpec
 from hotdog_dagster.core.profile import Profile
-from hotdog_dagster.core.store import Store
 from hotdog_dagster.definitions import GRAPH, PER_BATCH_ASSETS, WHOLE_SET_ASSETS, all_resources
 
 #: Dagster's console logger at INFO: the assets' progress lines, without the per-event DEBUG chatter.

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from hotdog_dagster.core.labels import LabelSet
+from hotdog_dagster.core.io.store import Store
+from hotdog_dagster.core.labels.scoring import LabelSet
 from hotdog_dagster.core.profile import Profile
-from hotdog_dagster.core.store import Store
 
 if TYPE_CHECKING:
-    from hotdog_dagster.core.encoder import ClipEncoder
-    from hotdog_dagster.core.quality import QualityConfig
+    from hotdog_dagster.core.clean.quality import QualityConfig
+    from hotdog_dagster.core.model.encoder import ClipEncoder
 
 
 class StoreResource(dg.ConfigurableResource):
@@ -41,7 +41,7 @@ class EncoderResource(dg.ConfigurableResource):
 @lru_cache(maxsize=2)
 def _cached_encoder(model: str, device: str, precision: str) -> ClipEncoder:
     """Load a model once per process, not once per partition (CUDA is initialised here, inside the step)."""
-    from hotdog_dagster.core.encoder import ClipEncoder  # torch loads in the step, not at definitions import
+    from hotdog_dagster.core.model.encoder import ClipEncoder  # torch loads in the step, not at definitions import
 
     return ClipEncoder(model, device=device, precision=precision)
 
@@ -70,7 +70,7 @@ class QualityResource(dg.ConfigurableResource):
     phash_max_distance: int  # -1: no perceptual-hash confirmation
 
     def config(self) -> QualityConfig:
-        from hotdog_dagster.core.quality import QualityConfig
+        from hotdog_dagster.core.clean.quality import QualityConfig
 
         return QualityConfig(
             dark_mean_max=self.dark_mean_max,

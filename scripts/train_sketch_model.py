@@ -13,9 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from hotdog_dagster.core.encoder import BUNDLED_DIR
-from hotdog_dagster.core.evaluation import EVAL_SEED, evaluate_sketch_model
-from hotdog_dagster.core.training import ARCH, DEFAULT_SEED, train_sketch_model
+from hotdog_dagster.core.model.encoder import BUNDLED_DIR
+from hotdog_dagster.core.model.evaluation import EVAL_SEED, evaluate_sketch_model
+from hotdog_dagster.core.model.training import ARCH, DEFAULT_SEED, train_sketch_model
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from hotdog_dagster.core.model_names import RANDOM_SKETCH_MODEL
+from hotdog_dagster.core.io.store import Store
+from hotdog_dagster.core.model.names import RANDOM_SKETCH_MODEL
 from hotdog_dagster.core.profile import Profile
-from hotdog_dagster.core.store import Store
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from corpus import HIDDEN, make_bad_corpus, zip_corpus
 
-from hotdog_dagster.core import batches
-from hotdog_dagster.core.batches import (
+from hotdog_dagster.core.io import batches
+from hotdog_dagster.core.io.batches import (
     BatchSpec,
     check_sketch_overlap,
     folder_prefix,
@@ -21,8 +21,8 @@ from hotdog_dagster.core.batches import (
     plan_sketch,
     save_batch,
 )
-from hotdog_dagster.core.store import Store, check_partition_key
-from hotdog_dagster.core.watch import plan_new_files
+from hotdog_dagster.core.io.store import Store, check_partition_key
+from hotdog_dagster.core.io.watch import plan_new_files
 
 T0 = 1_700_000_000.0  # a fixed "now" for the settle logic
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hotdog_dagster.core.model_names import RANDOM_SKETCH_MODEL
+from hotdog_dagster.core.model.names import RANDOM_SKETCH_MODEL
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -18,10 +18,10 @@ import pyarrow as pa
 import pytest
 
 from hotdog_dagster.assets.dbt import dbt_models, dbt_resource
-from hotdog_dagster.core.ingest import IMAGES_SCHEMA
-from hotdog_dagster.core.labels import LabelSet, label_set_table, scores_table
-from hotdog_dagster.core.quality import QUALITY_SCHEMA
-from hotdog_dagster.core.store import Store
+from hotdog_dagster.core.clean.quality import QUALITY_SCHEMA
+from hotdog_dagster.core.io.ingest import IMAGES_SCHEMA
+from hotdog_dagster.core.io.store import Store
+from hotdog_dagster.core.labels.scoring import LabelSet, label_set_table, scores_table
 from hotdog_dagster.resources import StoreResource
 
 DEFAULT_LABELS = ("one hot dog", "two hot dogs", "a hamburger", "a face")

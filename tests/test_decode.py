@@ -9,7 +9,7 @@ import pytest
 from corpus import CORPUS_MAX_PIXELS, EXPECTED_SIZES, encode, huge_png_header, make_bad_corpus, photo
 from PIL import Image
 
-from hotdog_dagster.core.decode import (
+from hotdog_dagster.core.io.decode import (
     ImageRejected,
     content_hash,
     decode,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hotdog_dagster.core.filters import (
+from hotdog_dagster.core.search.filters import (
     And,
     Exists,
     FilterError,

@@ -10,15 +10,16 @@ import pyarrow.parquet as pq
 import pytest
 from corpus import encode, photo
 
-from hotdog_dagster.core import catalog, index
-from hotdog_dagster.core.batches import BatchSpec, plan_sketch
-from hotdog_dagster.core.decode import decode
-from hotdog_dagster.core.embedding import embed_partition, embed_paths
-from hotdog_dagster.core.encoder import ClipEncoder
-from hotdog_dagster.core.ingest import ingest_batch
-from hotdog_dagster.core.model_names import RANDOM_SKETCH_MODEL
-from hotdog_dagster.core.store import Store, atomic_path, replace_dir
-from hotdog_dagster.core.vectors import column_matrix, vector_column
+from hotdog_dagster.core.io import catalog
+from hotdog_dagster.core.io.batches import BatchSpec, plan_sketch
+from hotdog_dagster.core.io.decode import decode
+from hotdog_dagster.core.io.ingest import ingest_batch
+from hotdog_dagster.core.io.store import Store, atomic_path, replace_dir
+from hotdog_dagster.core.io.vectors import column_matrix, vector_column
+from hotdog_dagster.core.model.embedding import embed_partition, embed_paths
+from hotdog_dagster.core.model.encoder import ClipEncoder
+from hotdog_dagster.core.model.names import RANDOM_SKETCH_MODEL
+from hotdog_dagster.core.search import index
 
 SKETCH_IMAGES = 12
 

@@ -9,11 +9,11 @@ import pyarrow as pa
 import pytest
 from corpus import CORPUS_MAX_PIXELS, EXPECTED_SIZES, HIDDEN, make_bad_corpus, zip_corpus
 
-from hotdog_dagster.core import sketch
-from hotdog_dagster.core.batches import BatchSpec, list_source_files, plan_folder, plan_sketch
-from hotdog_dagster.core.decode import decode, pixel_hash
-from hotdog_dagster.core.ingest import IMAGES_SCHEMA, REJECTED_SCHEMA, ingest_batch
-from hotdog_dagster.core.store import Store
+from hotdog_dagster.core.io.batches import BatchSpec, list_source_files, plan_folder, plan_sketch
+from hotdog_dagster.core.io.decode import decode, pixel_hash
+from hotdog_dagster.core.io.ingest import IMAGES_SCHEMA, REJECTED_SCHEMA, ingest_batch
+from hotdog_dagster.core.io.store import Store
+from hotdog_dagster.core.model import sketch
 
 
 def _one_batch(root: Path) -> BatchSpec:

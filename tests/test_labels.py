@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hotdog_dagster.core.labels import (
+from hotdog_dagster.core.labels.scoring import (
     DEFAULT_LABELS,
     LabelSet,
     LabelSetError,

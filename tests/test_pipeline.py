@@ -10,12 +10,12 @@ import dagster as dg
 import duckdb
 import pytest
 
-from hotdog_dagster.core import index
-from hotdog_dagster.core.batches import plan_folder, plan_sketch
-from hotdog_dagster.core.encoder import ModelSpecError
+from hotdog_dagster.core.io.batches import plan_folder, plan_sketch
+from hotdog_dagster.core.io.store import Store
+from hotdog_dagster.core.model.encoder import ModelSpecError
+from hotdog_dagster.core.model.sketch import draw
 from hotdog_dagster.core.profile import Profile
-from hotdog_dagster.core.sketch import draw
-from hotdog_dagster.core.store import Store
+from hotdog_dagster.core.search import index
 from hotdog_dagster.definitions import ALL_ASSETS, all_resources, defs
 from hotdog_dagster.pipeline import _failure_message, dagster_instance, run_pipeline
 
@@ -67,7 +67,7 @@ def test_folder_graph_records_rejects_and_goes_on(store: Store, plumbing_profile
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "notes.jpg").write_text("not an image")
     shutil.copy(folder / "img0.jpg", folder / "img0_copy.jpg")
-    from hotdog_dagster.core.batches import list_source_files
+    from hotdog_dagster.core.io.batches import list_source_files
 
     files = list_source_files(folder)
     specs = plan_folder(folder, files, partition_size=4)
@@ -168,7 +168,7 @@ def test_checks_metadata_and_label_rescoring(store: Store, plumbing_profile: Pro
 
 
 def test_bad_label_set_is_refused_before_any_work(store: Store, plumbing_profile: Profile) -> None:
-    from hotdog_dagster.core.labels import LabelSetError
+    from hotdog_dagster.core.labels.scoring import LabelSetError
 
     bad = Profile(**{**plumbing_profile.to_dict(), "labels": ("a face", "A face")})
     with pytest.raises(LabelSetError, match="would both be column"):

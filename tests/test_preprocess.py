@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from hotdog_dagster.core.encoder import ClipEncoder
-from hotdog_dagster.core.model_names import RANDOM_SKETCH_MODEL
-from hotdog_dagster.core.preprocess import PilSteps, TensorSteps, from_compose
-from hotdog_dagster.core.sketch import draw
+from hotdog_dagster.core.model.encoder import ClipEncoder
+from hotdog_dagster.core.model.names import RANDOM_SKETCH_MODEL
+from hotdog_dagster.core.model.preprocess import PilSteps, TensorSteps, from_compose
+from hotdog_dagster.core.model.sketch import draw
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from hotdog_dagster.core.decode import DEFAULT_MAX_PIXELS
-from hotdog_dagster.core.encoder import ModelSpec
-from hotdog_dagster.core.model_names import REAL_MODEL, SKETCH_MODEL
+from hotdog_dagster.core.io.decode import DEFAULT_MAX_PIXELS
+from hotdog_dagster.core.model.encoder import ModelSpec
+from hotdog_dagster.core.model.names import REAL_MODEL, SKETCH_MODEL
 from hotdog_dagster.core.profile import Profile, load_profile
 
 REPO = Path(__file__).resolve().parent.parent

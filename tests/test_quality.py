@@ -13,14 +13,15 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from hotdog_dagster.core import index as faiss_index
-from hotdog_dagster.core import quality, sketch
-from hotdog_dagster.core.batches import list_source_files, plan_folder
-from hotdog_dagster.core.embedding import embed_partition
-from hotdog_dagster.core.encoder import ClipEncoder
-from hotdog_dagster.core.ingest import ingest_batch
-from hotdog_dagster.core.model_names import SKETCH_MODEL
-from hotdog_dagster.core.store import Store
+from hotdog_dagster.core.clean import quality
+from hotdog_dagster.core.io.batches import list_source_files, plan_folder
+from hotdog_dagster.core.io.ingest import ingest_batch
+from hotdog_dagster.core.io.store import Store
+from hotdog_dagster.core.model import sketch
+from hotdog_dagster.core.model.embedding import embed_partition
+from hotdog_dagster.core.model.encoder import ClipEncoder
+from hotdog_dagster.core.model.names import SKETCH_MODEL
+from hotdog_dagster.core.search import index as faiss_index
 
 # -- the planted set --------------------------------------------------------------------------------
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hotdog_dagster.core.batches import list_source_files, plan_folder
-from hotdog_dagster.core.encoder import ClipEncoder
-from hotdog_dagster.core.model_names import SKETCH_MODEL
+from hotdog_dagster.core.io.batches import list_source_files, plan_folder
+from hotdog_dagster.core.io.store import Store
+from hotdog_dagster.core.model.encoder import ClipEncoder
+from hotdog_dagster.core.model.names import SKETCH_MODEL
+from hotdog_dagster.core.model.sketch import draw
 from hotdog_dagster.core.profile import Profile
-from hotdog_dagster.core.search import Part, Query, QueryError, Searcher, split_weight
-from hotdog_dagster.core.sketch import draw
-from hotdog_dagster.core.store import Store
+from hotdog_dagster.core.search.engine import Part, Query, QueryError, Searcher, split_weight
 from hotdog_dagster.pipeline import run_pipeline
 
 

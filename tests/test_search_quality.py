@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from hotdog_dagster.core.batches import list_source_files, plan_folder, plan_sketch
-from hotdog_dagster.core.model_names import SKETCH_MODEL
+from hotdog_dagster.core.io.batches import list_source_files, plan_folder, plan_sketch
+from hotdog_dagster.core.io.store import Store
+from hotdog_dagster.core.model.names import SKETCH_MODEL
+from hotdog_dagster.core.model.sketch import draw
 from hotdog_dagster.core.profile import Profile
-from hotdog_dagster.core.search import Part, Query, Searcher
-from hotdog_dagster.core.sketch import draw
-from hotdog_dagster.core.store import Store
+from hotdog_dagster.core.search.engine import Part, Query, Searcher
 from hotdog_dagster.pipeline import run_pipeline
 
 PROFILE = Profile(model=SKETCH_MODEL, num_workers=0, batch_size=64)

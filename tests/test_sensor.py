@@ -8,9 +8,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from hotdog_dagster.core.batches import load_batch
-from hotdog_dagster.core.sketch import draw
-from hotdog_dagster.core.store import Store
+from hotdog_dagster.core.io.batches import load_batch
+from hotdog_dagster.core.io.store import Store
+from hotdog_dagster.core.model.sketch import draw
 from hotdog_dagster.definitions import defs
 from hotdog_dagster.pipeline import dagster_instance
 from hotdog_dagster.resources import StoreResource, WatchResource

@@ -14,10 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hotdog_dagster.core.encoder import BUNDLED_DIR, ClipEncoder
-from hotdog_dagster.core.evaluation import EVAL_SEED, TARGETS, EvalReport, evaluate_sketch_model
-from hotdog_dagster.core.sketch import CLASS_PROMPTS, COLORS, SHAPE_PROMPTS, SHAPES, shape_prompt
-from hotdog_dagster.core.training import ARCH, DEFAULT_SEED, render_sketch_set, train_sketch_model
+from hotdog_dagster.core.model.encoder import BUNDLED_DIR, ClipEncoder
+from hotdog_dagster.core.model.evaluation import EVAL_SEED, TARGETS, EvalReport, evaluate_sketch_model
+from hotdog_dagster.core.model.sketch import CLASS_PROMPTS, COLORS, SHAPE_PROMPTS, SHAPES, shape_prompt
+from hotdog_dagster.core.model.training import ARCH, DEFAULT_SEED, render_sketch_set, train_sketch_model
 
 BUNDLED = BUNDLED_DIR / f"{ARCH}.safetensors"
 #: Enough held-out images that every colour x shape has the 10 matches precision@10 needs.

@@ -7,7 +7,7 @@ from hotdog_dagster.assets.index import image_index
 from hotdog_dagster.assets.ingest import raw_images
 from hotdog_dagster.assets.labels import label_scores
 from hotdog_dagster.assets.quality import image_quality
-from hotdog_dagster.core import catalog as catalog_core
+from hotdog_dagster.core.io import catalog as catalog_core
 from hotdog_dagster.resources import StoreResource
 
 

@@ -27,7 +27,7 @@ from dagster_dbt import (
     dbt_assets,
 )
 
-from hotdog_dagster.core import catalog
+from hotdog_dagster.core.io import catalog
 from hotdog_dagster.resources import StoreResource
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt"

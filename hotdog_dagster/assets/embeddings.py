@@ -19,7 +19,7 @@ def image_embeddings(
     context: dg.AssetExecutionContext, store: StoreResource, encoder: EncoderResource
 ) -> dg.MaterializeResult:
     """L2-normalised image vectors plus the text vector of each caption (the description space)."""
-    from hotdog_dagster.core.embedding import embed_partition  # torch loads in the step, not at import
+    from hotdog_dagster.core.model.embedding import embed_partition  # torch loads in the step, not at import
 
     enc = encoder.encoder()
     step = max(1, 20 // max(1, encoder.batch_size // 64))

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from hotdog_dagster.assets.embeddings import image_embeddings
-from hotdog_dagster.core import index
+from hotdog_dagster.core.search import index
 from hotdog_dagster.resources import IndexResource, StoreResource
 
 

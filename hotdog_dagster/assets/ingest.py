@@ -5,8 +5,8 @@ from collections import Counter
 import dagster as dg
 
 from hotdog_dagster.assets.partitions import batches
-from hotdog_dagster.core.batches import load_batch
-from hotdog_dagster.core.ingest import ingest_batch
+from hotdog_dagster.core.io.batches import load_batch
+from hotdog_dagster.core.io.ingest import ingest_batch
 from hotdog_dagster.resources import IngestResource, StoreResource
 
 

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from hotdog_dagster.assets.quality import image_quality
-from hotdog_dagster.core.labels import score_store
+from hotdog_dagster.core.labels.scoring import score_store
 from hotdog_dagster.resources import EncoderResource, LabelsResource, StoreResource
 
 

@@ -5,8 +5,9 @@ import dagster as dg
 from hotdog_dagster.assets.embeddings import image_embeddings
 from hotdog_dagster.assets.index import image_index
 from hotdog_dagster.assets.ingest import raw_images
-from hotdog_dagster.core import checks, index, quality
-from hotdog_dagster.core.media import contact_sheet_file
+from hotdog_dagster.core.clean import checks, quality
+from hotdog_dagster.core.io.media import contact_sheet_file
+from hotdog_dagster.core.search import index
 from hotdog_dagster.resources import QualityResource, StoreResource
 
 

@@ -3,8 +3,8 @@
 import dagster as dg
 
 from hotdog_dagster.assets.partitions import batches
-from hotdog_dagster.core.batches import save_batch
-from hotdog_dagster.core.watch import plan_new_files
+from hotdog_dagster.core.io.batches import save_batch
+from hotdog_dagster.core.io.watch import plan_new_files
 from hotdog_dagster.resources import StoreResource, WatchResource
 
 

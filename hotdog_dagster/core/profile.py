@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
-from hotdog_dagster.core.decode import DEFAULT_MAX_PIXELS
-from hotdog_dagster.core.labels import DEFAULT_LABELS
-from hotdog_dagster.core.model_names import SKETCH_MODEL
+from hotdog_dagster.core.io.decode import DEFAULT_MAX_PIXELS
+from hotdog_dagster.core.labels.scoring import DEFAULT_LABELS
+from hotdog_dagster.core.model.names import SKETCH_MODEL
 
 
 @dataclass(frozen=True)

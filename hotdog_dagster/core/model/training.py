@@ -35,8 +35,8 @@ from open_clip.loss import ClipLoss
 from PIL import Image
 from safetensors.torch import save_file
 
-import hotdog_dagster.core.encoder  # noqa: F401  (registers the hotdog-sketch config with open_clip)
-from hotdog_dagster.core.sketch import CLASS_WEIGHTS, SHAPES, captions, draw
+import hotdog_dagster.core.model.encoder  # noqa: F401  (registers the hotdog-sketch config with open_clip)
+from hotdog_dagster.core.model.sketch import CLASS_WEIGHTS, SHAPES, captions, draw
 
 ARCH = "hotdog-sketch"
 _say = functools.partial(print, flush=True)  # progress shows live even when stdout is a pipe

@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hotdog_dagster.core.store import Store
-from hotdog_dagster.core.vectors import column_matrix
+from hotdog_dagster.core.io.store import Store
+from hotdog_dagster.core.io.vectors import column_matrix
 
 DEFAULT_LABELS: tuple[str, ...] = ("one hot dog", "two hot dogs", "a hamburger", "a face")
 #: Columns of the images table a label slug may not shadow, since search filters on both.

@@ -17,11 +17,11 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from hotdog_dagster.core.decode import ImageRejected, decode
-from hotdog_dagster.core.encoder import ClipEncoder
-from hotdog_dagster.core.preprocess import Preprocess
-from hotdog_dagster.core.store import Store
-from hotdog_dagster.core.vectors import vector_column
+from hotdog_dagster.core.io.decode import ImageRejected, decode
+from hotdog_dagster.core.io.store import Store
+from hotdog_dagster.core.io.vectors import vector_column
+from hotdog_dagster.core.model.encoder import ClipEncoder
+from hotdog_dagster.core.model.preprocess import Preprocess
 
 Progress = Callable[[int, int], None]
 

@@ -88,8 +88,8 @@ from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from hotdog_dagster.core.decode import ImageRejected, decode
-from hotdog_dagster.core.vectors import column_matrix
+from hotdog_dagster.core.io.decode import ImageRejected, decode
+from hotdog_dagster.core.io.vectors import column_matrix
 
 log = logging.getLogger(__name__)
 

@@ -39,12 +39,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from hotdog_dagster.core import catalog
-from hotdog_dagster.core.decode import ImageRejected, decode
-from hotdog_dagster.core.filters import FilterError, columns_of, compile_filter
-from hotdog_dagster.core.index import load as load_index
-from hotdog_dagster.core.store import Store
-from hotdog_dagster.core.vectors import column_matrix
+from hotdog_dagster.core.io import catalog
+from hotdog_dagster.core.io.decode import ImageRejected, decode
+from hotdog_dagster.core.io.store import Store
+from hotdog_dagster.core.io.vectors import column_matrix
+from hotdog_dagster.core.search.filters import FilterError, columns_of, compile_filter
+from hotdog_dagster.core.search.index import load as load_index
 
 Space = Literal["image", "description", "both"]
 SPACES = ("image", "description", "both")
@@ -186,7 +186,7 @@ class Searcher:
     @classmethod
     def open(cls, store: Store, device: str = "auto") -> Searcher:
         """A searcher with the model that embedded the images (read from the embeddings table)."""
-        from hotdog_dagster.core.encoder import ClipEncoder
+        from hotdog_dagster.core.model.encoder import ClipEncoder
 
         return cls(store, ClipEncoder(recorded_model(store), device=device))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import duckdb
 
-from hotdog_dagster.core.store import Store
+from hotdog_dagster.core.io.store import Store
 
 
 def _quote_ident(name: str) -> str:

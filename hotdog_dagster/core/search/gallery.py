@@ -6,9 +6,9 @@ import html
 import io
 from pathlib import Path
 
-from hotdog_dagster.core.decode import ImageRejected, decode
-from hotdog_dagster.core.search import Hit
-from hotdog_dagster.core.store import atomic_path
+from hotdog_dagster.core.io.decode import ImageRejected, decode
+from hotdog_dagster.core.io.store import atomic_path
+from hotdog_dagster.core.search.engine import Hit
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;background:#fafafa;color:#222}

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from hotdog_dagster.core.store import Store, atomic_path, check_partition_key
+from hotdog_dagster.core.io.store import Store, atomic_path, check_partition_key
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def sidecar_name(name: str) -> str:
 
 
 def _drop_sidecars(names: list[str]) -> list[str]:
-    from hotdog_dagster.core.decode import IMAGE_SUFFIXES
+    from hotdog_dagster.core.io.decode import IMAGE_SUFFIXES
 
     captioned = {sidecar_name(n) for n in names if "." in n and "." + n.rsplit(".", 1)[1].lower() in IMAGE_SUFFIXES}
     return [n for n in names if n not in captioned]

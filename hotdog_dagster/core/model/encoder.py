@@ -21,14 +21,14 @@ import torch
 
 log = logging.getLogger(__name__)
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parents[2]
 MODEL_CONFIG_DIR = PACKAGE_DIR / "model_configs"
 BUNDLED_DIR = PACKAGE_DIR / "bundled"
 
 open_clip.add_model_config(MODEL_CONFIG_DIR)
 
-from hotdog_dagster.core.model_names import REAL_MODEL  # noqa: E402
-from hotdog_dagster.core.preprocess import from_compose  # noqa: E402
+from hotdog_dagster.core.model.names import REAL_MODEL  # noqa: E402
+from hotdog_dagster.core.model.preprocess import from_compose  # noqa: E402
 
 
 class ModelSpecError(ValueError):

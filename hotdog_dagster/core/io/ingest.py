@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from hotdog_dagster.core import sketch
-from hotdog_dagster.core.batches import BatchSpec, sidecar_name
-from hotdog_dagster.core.decode import (
+from hotdog_dagster.core.io.batches import BatchSpec, sidecar_name
+from hotdog_dagster.core.io.decode import (
     DEFAULT_MAX_PIXELS,
     ImageRejected,
     content_hash,
@@ -31,7 +30,8 @@ from hotdog_dagster.core.decode import (
     perceptual_hash,
     pixel_hash,
 )
-from hotdog_dagster.core.store import Store, replace_dir
+from hotdog_dagster.core.io.store import Store, replace_dir
+from hotdog_dagster.core.model import sketch
 
 Progress = Callable[[int, int], None]
 

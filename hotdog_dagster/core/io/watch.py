@@ -11,8 +11,8 @@ import re
 import time
 from pathlib import Path
 
-from hotdog_dagster.core.batches import BatchSpec, folder_prefix, list_batches, list_source_files, plan_folder
-from hotdog_dagster.core.store import Store
+from hotdog_dagster.core.io.batches import BatchSpec, folder_prefix, list_batches, list_source_files, plan_folder
+from hotdog_dagster.core.io.store import Store
 
 
 def folder_batches(store: Store, root: Path, batches: list[BatchSpec] | None = None) -> list[BatchSpec]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from hotdog_dagster.core.store import atomic_path
+from hotdog_dagster.core.io.store import atomic_path
 
 
 def contact_sheet(images: list[Image.Image], columns: int = 8, cell: int = 96) -> Image.Image:

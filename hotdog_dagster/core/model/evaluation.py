@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from hotdog_dagster.core.encoder import ClipEncoder
-from hotdog_dagster.core.model_names import SKETCH_MODEL
-from hotdog_dagster.core.sketch import CLASS_PROMPTS, COLORS, SHAPE_PROMPTS, draw, shape_prompt
+from hotdog_dagster.core.model.encoder import ClipEncoder
+from hotdog_dagster.core.model.names import SKETCH_MODEL
+from hotdog_dagster.core.model.sketch import CLASS_PROMPTS, COLORS, SHAPE_PROMPTS, draw, shape_prompt
 
 #: Held-out seed: anything but the training seed works; this one is fixed so figures are comparable.
 EVAL_SEED = 20261121

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from hotdog_dagster.core.vectors import column_matrix
+from hotdog_dagster.core.io.vectors import column_matrix
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hotdog_dagster.core.store import Store, replace_dir
-from hotdog_dagster.core.vectors import column_matrix
+from hotdog_dagster.core.io.store import Store, replace_dir
+from hotdog_dagster.core.io.vectors import column_matrix
 
 FLAT_MAX = 2_000_000
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")

@@ -1,0 +1,1 @@
+"""Cleaning: blank frames, exact and near duplicates, and the checks that guard the tables."""

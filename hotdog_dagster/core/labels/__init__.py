@@ -1,0 +1,1 @@
+"""Zero-shot labels: label sets and scoring in one matrix product."""

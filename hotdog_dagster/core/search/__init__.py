@@ -1,0 +1,1 @@
+"""Search: the FAISS index, the filter language, the engine and its gallery."""
