@@ -1,0 +1,179 @@
+"""Every setting of every stage, declared once: its type, default, bounds and meaning.
+
+One pydantic model per stage. A YAML profile nests them (``model:``, ``ingest:``, ``clean:`` ...),
+each Dagster resource *is* one of them (see ``hotdog_dagster/resources.py``), and run config is
+validated by the same model, so a default or a bound lives in exactly one place. Fields are plain
+types (``list`` rather than ``tuple``) because Dagster's config system builds its schema from them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hotdog_dagster.core.io.decode import DEFAULT_MAX_PIXELS
+from hotdog_dagster.core.model.names import SKETCH_MODEL
+
+DEFAULT_LABELS: list[str] = ["one hot dog", "two hot dogs", "a hamburger", "a face"]
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class Settings(BaseModel):
+    """Unknown keys are errors, so a typo in a profile never silently falls back to a default."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def values(self) -> dict[str, Any]:
+        """This stage's own fields (without anything a Dagster resource adds)."""
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
+
+class ModelSettings(Settings):
+    """The OpenCLIP model and how to run it."""
+
+    name: str = Field(SKETCH_MODEL, description="open_clip/<arch>/<pretrained or checkpoint path>")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="auto: fp32 on CPU, bf16/fp16 autocast on GPU"
+    )
+    batch_size: int = Field(64, ge=1, description="images per forward pass")
+    num_workers: int = Field(1, ge=0, description="DataLoader decode workers")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not _DEVICE_RE.match(value):
+            raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {value!r}")
+        return value
+
+
+class IngestSettings(Settings):
+    """Decoding limits and parallelism at ingest, and the size of drawn sketches."""
+
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="larger images are rejected (decompression bombs)")
+    workers: int = Field(4, ge=1, description="decode threads")
+    sketch_size: int = Field(128, ge=16, le=4096, description="side of drawn sketches, pixels")
+
+
+class IndexSettings(Settings):
+    """Which FAISS index to build over the image vectors."""
+
+    kind: Literal["auto", "flat", "ivf", "hnsw"] = Field("auto", description="auto: exact up to 2M vectors, IVF beyond")
+
+
+class WatchSettings(Settings):
+    """The folder the sensor watches (empty: the sensor skips) and how many files per partition."""
+
+    folder: str = Field("", description="folder or .zip the new-files sensor watches")
+    chunk: int = Field(1000, ge=1, description="files per partition the sensor adds")
+
+
+class CleanSettings(Settings):
+    """Thresholds of blank-frame and duplicate detection; measured on planted sets (docs/cleaning.md)."""
+
+    dark_mean_max: float = Field(20.0, ge=0, le=255, description="dark frame: luminance mean at most this ...")
+    dark_std_max: float = Field(8.0, ge=0, le=255, description="... and luminance spread at most this")
+    flat_std_max: float = Field(0.0, ge=0, le=255, description="flat frame at any brightness: spread at most this (0: off)")
+    use_safety_checker: bool = Field(True, description="count the generator's safety verdict as blank")
+    exact_duplicates: bool = Field(True, description="group identical bytes and identical pixels")
+    near_duplicates: bool = Field(True, description="group near duplicates (re-encodes, resizes, slight crops)")
+    near_threshold: float = Field(0.8, ge=-1, le=1, description="near duplicates: image cosine at least this ...")
+    pixel_max_distance: float | None = Field(
+        3.5, ge=0, description="... and aligned 32x32 thumbnail RMSE at most this (null: no pixel confirmation)"
+    )
+    max_crop: float = Field(0.1, ge=0, lt=0.5, description="largest crop per side the pixel check undoes")
+
+
+class LabelSettings(Settings):
+    """The zero-shot label set; changing it re-scores from stored vectors, without re-embedding."""
+
+    labels: list[str] = Field(default_factory=lambda: list(DEFAULT_LABELS), description="columns named by slug")
+    templates: list[str] = Field(default_factory=lambda: ["{}"], description="prompt templates averaged per label")
+
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, value: list[str]) -> list[str]:
+        for t in value:
+            if t.count("{}") != 1:
+                raise ValueError(f"prompt template {t!r} must contain '{{}}' exactly once, where the label goes")
+        return value or ["{}"]
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: list[str]) -> list[str]:
+        from hotdog_dagster.core.labels.scoring import LabelSet
+
+        LabelSet.build(value)  # raises LabelSetError (a ValueError) naming the bad label
+        return value
+
+
+class Profile(Settings):
+    """A run profile: one section per stage. ``configs/embedded.yaml`` is the default spelled out."""
+
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    watch: WatchSettings = Field(default_factory=WatchSettings)
+    clean: CleanSettings = Field(default_factory=CleanSettings)
+    labels: LabelSettings = Field(default_factory=LabelSettings)
+
+    def with_overrides(self, section: str, **overrides: Any) -> Profile:
+        """A copy with some fields of one section replaced (None means: keep)."""
+        current = getattr(self, section)
+        update = {k: v for k, v in overrides.items() if v is not None}
+        return self.model_copy(update={section: type(current)(**{**current.values(), **update})})
+
+
+class SettingsError(ValueError):
+    """A bad setting: names the key, the file and what is allowed."""
+
+
+def describe_errors(exc: ValidationError, where: str) -> str:
+    """One line per problem: ``clean.near_threshold in configs/x.yaml: must be <= 1 (got 2.0)``."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            section = _section_of(err["loc"])
+            allowed = ", ".join(section.model_fields) if section else ""
+            lines.append(f"unknown setting {key!r} in {where}; allowed here: {allowed}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"setting {key!r} in {where}: {msg} (got {err.get('input')!r})")
+    return "; ".join(lines)
+
+
+def _section_of(loc: tuple[Any, ...]) -> type[Settings] | None:
+    model: type[Settings] = Profile
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, Settings)):
+            return None
+        model = annotation
+    return model
+
+
+def load_profile(path: str | os.PathLike[str] | None = None) -> Profile:
+    """The profile in ``path`` (YAML), or ``$HOTDOG_CONFIG``, or the embedded default."""
+    path = path or os.environ.get("HOTDOG_CONFIG") or None
+    if not path:
+        return Profile()
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"config file {p} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"config file {p} must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(describe_errors(exc, str(p))) from None
