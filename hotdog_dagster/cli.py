@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import sys
-from collections.abc import Iterator
+import time
 from pathlib import Path
 
 from hotdog_dagster.core.io.batches import (
@@ -18,7 +16,7 @@ from hotdog_dagster.core.io.batches import (
 )
 from hotdog_dagster.core.io.store import Store
 from hotdog_dagster.core.io.watch import folder_batches, plan_new_files
-from hotdog_dagster.core.profile import Profile, load_profile
+from hotdog_dagster.core.settings import Profile, load_profile
 
 SEARCH_HELP = """\
 Search the indexed images. A query is one or more weighted parts: texts and images (paths or
@@ -98,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_source_args(run)
     run.add_argument("--json", action="store_true", help="print a machine-readable summary (counts per table, paths)")
+    run.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Dagster's and dbt's logs on the terminal instead of progress bars (default: they go to a log file)",
+    )
 
     plan = sub.add_parser(
         "plan",
@@ -159,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--device", default="auto", help="where to run the query encoder (default auto)")
     search.add_argument("--home", type=Path, help="data root (default $HOTDOG_HOME or ./.hotdog)")
+    prep = sub.add_parser(
+        "prepare",
+        help="write the dbt manifest (dbt parse) so `dagster asset materialize` and `dg launch` can load the project",
+        description="`hotdog run` and `dagster dev` prepare it themselves; run this once after installing or "
+        "after editing the dbt project when you use `dagster asset materialize`, `dg launch` or `dg check defs`.",
+    )
+    prep.add_argument("--force", action="store_true", help="parse even when the manifest is up to date")
     ev = sub.add_parser(
         "evaluate-model",
         help="score a model on a held-out sketch set (accuracy, confusion, P@10)",
@@ -176,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _specs(args: argparse.Namespace, store: Store, profile: Profile) -> list[BatchSpec]:
     if args.source == "sketch":
-        specs = plan_sketch(args.seed, args.images, args.partition_size or 100, size=profile.sketch_size)
+        specs = plan_sketch(args.seed, args.images, args.partition_size or 100, size=profile.ingest.sketch_size)
         try:
             check_sketch_overlap(list_batches(store), specs)
         except ValueError as exc:
@@ -210,31 +220,34 @@ def _setup(args: argparse.Namespace) -> tuple[Store, Profile]:
     return Store(args.home), profile
 
 
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """Send everything written to stdout (this process's and its children's) to stderr for a while."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     store, profile = _setup(args)
     specs = _specs(args, store, profile)
     from hotdog_dagster.pipeline import run_pipeline  # loads Dagster and the asset graph only when needed
 
-    if args.json:
-        with _stdout_to_stderr():  # dbt and Dagster log to stdout; --json keeps stdout for the summary alone
-            summary = run_pipeline(store, profile, specs, say=lambda _msg: None)
+    log = store.root / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    images = sum(s.size_hint for s in specs)
+    if args.verbose:
+        summary = run_pipeline(store, profile, specs, on_step=_print_step)
+        log = None
     else:
-        summary = run_pipeline(store, profile, specs, say=print)
+        from hotdog_dagster.console import StageBars, output_to, terminal_console
+
+        with output_to(log) as terminal:
+            console = terminal_console(terminal)
+            if not args.json:
+                console.print(f"{len(specs)} batch(es), {images:,} item(s); log: {log}")
+            if args.json:
+                summary = run_pipeline(store, profile, specs)
+            else:
+                with StageBars(console, images, len(specs)) as bars:
+                    summary = run_pipeline(
+                        store,
+                        profile,
+                        specs,
+                        on_step=bars.step,
+                        on_failure=lambda key, err: console.print(f"[red]failed[/red] {key}: {err}"),
+                    )
     if args.json:
         print(
             json.dumps(
@@ -246,17 +259,28 @@ def cmd_run(args: argparse.Namespace) -> int:
                     "failed": summary.failed,
                     "tables": summary.tables,
                     "paths": summary.paths,
-                    "model": profile.model,
+                    "log": str(log) if log else None,
+                    "model": profile.model.name,
                 },
                 indent=2,
             )
         )
     else:
-        print("tables: " + ", ".join(f"{k}={v}" for k, v in summary.tables.items()))
-        print(f"data in {summary.home}; runs in {summary.dagster_home}")
+        from hotdog_dagster.console import summary_table, terminal_console, where_lines
+
+        console = terminal_console()
+        console.print(summary_table(summary, log))
+        for line in where_lines(summary, log):
+            console.print(line, soft_wrap=True)
         for key, err in summary.failed.items():
-            print(f"failed {key}: {err}", file=sys.stderr)
+            print(f"hotdog run: error: {key}: {err}", file=sys.stderr)
     return 0 if summary.ok else 1
+
+
+def _print_step(step) -> None:  # noqa: ANN001 - a pipeline.StepDone
+    where = f" [{step.partition}]" if step.partition else ""
+    state = "ok" if step.ok else "FAILED"
+    print(f"{step.step}{where}: {state} in {step.seconds:.1f}s", flush=True)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -267,6 +291,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     register_batches(store, dagster_instance(store), specs)
     for spec in specs:
         print(f"{spec.key}\t{spec.source}\t{spec.size_hint}")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from hotdog_dagster.dbt_project import prepare_dbt
+
+    print(f"dbt manifest ready: {prepare_dbt(force=args.force)}")
     return 0
 
 
@@ -333,7 +364,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0 if not report.failures() else 1
 
 
-COMMANDS = {"run": cmd_run, "plan": cmd_plan, "search": cmd_search, "evaluate-model": cmd_evaluate}
+COMMANDS = {
+    "run": cmd_run,
+    "plan": cmd_plan,
+    "prepare": cmd_prepare,
+    "search": cmd_search,
+    "evaluate-model": cmd_evaluate,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -343,9 +380,12 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"hotdog {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as exc:  # bad files, specs and settings: one line, no traceback
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # bad files, specs, settings: one line
         print(f"hotdog {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"hotdog {args.command}: interrupted; finished batches are kept, re-run to continue", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

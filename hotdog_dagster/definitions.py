@@ -1,59 +1,66 @@
-"""The one place that wires assets, resources, jobs, sensors and the executor together."""
+"""The one place that merges the stage folders with resources, jobs and the executor.
+
+``hotdog run``, the UI and ``dagster asset materialize`` / ``dg launch`` all execute the jobs defined
+here: ``ingest_batch`` (every per-batch asset, one partition per run) and ``whole_set`` (the index,
+duplicate groups, the catalog's views and the dbt models, once after any number of batches).
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from hotdog_dagster.assets.catalog import catalog
-from hotdog_dagster.assets.dbt import dbt_models, dbt_resource
-from hotdog_dagster.assets.embeddings import image_embeddings
-from hotdog_dagster.assets.index import image_index
-from hotdog_dagster.assets.ingest import raw_images
-from hotdog_dagster.assets.labels import label_scores
-from hotdog_dagster.assets.partitions import batches
-from hotdog_dagster.assets.quality import (
-    image_quality,
-    index_matches_tables,
-    quality_covers_every_image,
-    vectors_are_unit_norm,
-)
-from hotdog_dagster.assets.sensors import build_new_files_sensor
-from hotdog_dagster.core.profile import Profile, load_profile
+from hotdog_dagster.core.labels.scoring import LabelSet, fingerprint
+from hotdog_dagster.core.settings import Profile, load_profile
+from hotdog_dagster.defs import catalog, clean, embed, index, ingest, label
+from hotdog_dagster.defs.catalog.dbt import dbt_resource
+from hotdog_dagster.defs.ingest.sensors import BATCH_JOB
+from hotdog_dagster.defs.shared import batches
 from hotdog_dagster.resources import resources_for
 
-PER_BATCH_ASSETS = [raw_images, image_embeddings]
-WHOLE_SET_ASSETS = [image_index, image_quality, label_scores, catalog, dbt_models]
-ASSET_CHECKS = [vectors_are_unit_norm, index_matches_tables, quality_covers_every_image]
-ALL_ASSETS = [*PER_BATCH_ASSETS, *WHOLE_SET_ASSETS]
-#: Everything `materialize` needs to run the graph with its checks (checks run only when passed in).
-GRAPH = [*ALL_ASSETS, *ASSET_CHECKS]
+STAGES = (ingest, embed, index, clean, label, catalog)
+ASSETS = [a for stage in STAGES for a in stage.ASSETS]
+CHECKS = [c for stage in STAGES for c in stage.CHECKS]
+SENSORS = [s for stage in STAGES for s in stage.SENSORS]
+
+#: Everything partitioned by batch: what one batch costs.
+PER_BATCH = dg.AssetSelection.assets(*(key for a in ASSETS if a.partitions_def == batches for key in a.keys))
+#: Everything over the whole set, cheap per run: the index grows, groups resolve from edges, views, dbt.
+WHOLE_SET = dg.AssetSelection.all() - PER_BATCH
 
 ingest_job = dg.define_asset_job(
-    "ingest_batch",
-    selection=dg.AssetSelection.assets(*PER_BATCH_ASSETS),
+    BATCH_JOB,
+    selection=PER_BATCH,
     partitions_def=batches,
-    description="Ingest and embed one batch (one partition).",
+    description="One batch: ingest, embed, blank flags and duplicate edges, label scores.",
 )
-index_job = dg.define_asset_job(
+whole_set_job = dg.define_asset_job(
     "whole_set",
-    selection=dg.AssetSelection.assets(*WHOLE_SET_ASSETS),
-    description="Over all batches: rebuild the FAISS index, flag blanks and duplicates, score labels, refresh the catalog.",
+    selection=WHOLE_SET,
+    description="Over all batches: grow the FAISS index, resolve duplicate groups, refresh the catalog, dbt build.",
 )
+JOBS = [ingest_job, whole_set_job]
 
 
-def all_resources(profile: Profile, home: str = "") -> dict[str, object]:
-    """The profile's resources plus dbt's (kept out of resources.py: the dbt module imports that one)."""
-    return {**resources_for(profile, home=home), "dbt": dbt_resource()}
+def with_label_version(assets: list[dg.AssetsDefinition], profile: Profile) -> list[dg.AssetsDefinition]:
+    """Give ``label_scores`` the label set's fingerprint as code version: scores of another set show stale."""
+    version = fingerprint(LabelSet.build(profile.labels.labels, profile.labels.templates))
+
+    def versioned(spec: dg.AssetSpec) -> dg.AssetSpec:
+        return (
+            spec.replace_attributes(code_version=version) if spec.key.path[0] in ("label_scores", "label_set") else spec
+        )
+
+    return [a.map_asset_specs(versioned) if "label_scores" in {k.path[0] for k in a.keys} else a for a in assets]
 
 
 def build_definitions(profile: Profile | None = None, home: str = "") -> dg.Definitions:
     profile = profile or load_profile()
     return dg.Definitions(
-        assets=ALL_ASSETS,
-        asset_checks=ASSET_CHECKS,
-        jobs=[ingest_job, index_job],
-        sensors=[build_new_files_sensor(ingest_job.name)],
-        resources=all_resources(profile, home=home),
+        assets=with_label_version(ASSETS, profile),
+        asset_checks=CHECKS,
+        jobs=JOBS,
+        sensors=SENSORS,
+        resources={**resources_for(profile, home=home), "dbt": dbt_resource()},
         executor=dg.multiprocess_executor,
     )
 

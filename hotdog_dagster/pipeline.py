@@ -1,30 +1,31 @@
-"""Run the asset graph in process on the Dagster instance the UI uses: what ``hotdog run`` does.
+"""Run the jobs of ``definitions.py`` in process, on the Dagster instance the UI uses: what ``hotdog run`` does.
 
-Each batch is its own partitioned run (raw_images → image_embeddings), then the whole-set assets
-run once. Runs land in ``$DAGSTER_HOME`` (default ``$HOTDOG_HOME/dagster``), so ``dagster dev``
-pointed at the same home shows them, and a failed batch does not stop the others.
+Each batch is one run of ``ingest_batch`` for its partition, then ``whole_set`` runs once. Runs land
+in ``$DAGSTER_HOME`` (default ``$HOTDOG_HOME/dagster``), so ``dagster dev`` pointed at the same home
+shows them, and a failed batch does not stop the others.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
-from hotdog_dagster.assets.partitions import batches
 from hotdog_dagster.core.io import catalog
 from hotdog_dagster.core.io.batches import BatchSpec, save_batch
 from hotdog_dagster.core.io.store import Store
-from hotdog_dagster.core.labels.scoring import LabelSet
-from hotdog_dagster.core.model.encoder import ModelSpec
-from hotdog_dagster.core.profile import Profile
-from hotdog_dagster.definitions import GRAPH, PER_BATCH_ASSETS, WHOLE_SET_ASSETS, all_resources
+from hotdog_dagster.core.settings import Profile
 
 #: Dagster's console logger at INFO: the assets' progress lines, without the per-event DEBUG chatter.
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+BATCHES = "batches"
 
 DAGSTER_YAML = """\
 # Written by hotdog: every pool (gpu, duckdb) admits one step at a time.
@@ -42,18 +43,29 @@ def dagster_instance(store: Store) -> dg.DagsterInstance:
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         (home / "dagster.yaml").write_text(DAGSTER_YAML)
-    os.environ["DAGSTER_HOME"] = str(home)
-    return dg.DagsterInstance.get()
+    return dg.DagsterInstance.from_config(str(home))
 
 
 def register_batches(store: Store, instance: dg.DagsterInstance, specs: list[BatchSpec]) -> None:
     """Write each batch's manifest, then add its partition: the UI can then (re)materialise it by key."""
     for spec in specs:
         save_batch(store, spec)
-    existing = set(instance.get_dynamic_partitions(batches.name))
+    existing = set(instance.get_dynamic_partitions(BATCHES))
     new = [s.key for s in specs if s.key not in existing]
     if new:
-        instance.add_dynamic_partitions(batches.name, new)
+        instance.add_dynamic_partitions(BATCHES, new)
+
+
+@dataclass
+class StepDone:
+    """One finished step, as the progress display sees it."""
+
+    job: str
+    partition: str | None
+    step: str
+    ok: bool
+    seconds: float
+    metadata: dict[str, Any]
 
 
 @dataclass
@@ -64,68 +76,135 @@ class RunSummary:
     failed: dict[str, str] = field(default_factory=dict)
     tables: dict[str, int] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
 
-def _failure_message(result: dg.ExecuteInProcessResult) -> str:
-    for event in result.all_events:
+def failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
+    """The user's exception of the first failed step, in one line (not Dagster's wrapper)."""
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is None:
+            continue
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
             err = event.step_failure_data.error
             while err.cause is not None and err.cls_name == "DagsterExecutionStepExecutionError":
-                err = err.cause  # the user's exception, not Dagster's wrapper
-            return f"{event.step_key}: {err.cls_name}: {err.message.strip()}"
-    return "run failed (see the run in the Dagster UI)"
+                err = err.cause
+            return f"{event.step_key}: {err.message.strip().splitlines()[0]}"
+        if event.event_type == dg.DagsterEventType.RUN_FAILURE and event.event_specific_data:
+            err = getattr(event.event_specific_data, "error", None)
+            if err is not None:
+                return err.message.strip().splitlines()[0]
+    return f"run {run_id} failed (see it in the Dagster UI)"
+
+
+def _watch(instance: dg.DagsterInstance, run_id: str, job: str, partition: str | None, on_step, stop) -> None:
+    """Report each step as it finishes, by reading the run's event log (the run executes in another thread)."""
+    seen = 0  # the event log only grows: entries before this index were handled
+    started: dict[str, float] = {}
+    metadata: dict[str, dict[str, Any]] = {}
+    while True:
+        finished = stop.is_set()
+        records = instance.all_logs(run_id)
+        for record in records[seen:]:
+            if record.dagster_event is None:
+                continue
+            event = record.dagster_event
+            if event.event_type == dg.DagsterEventType.STEP_START:
+                started[event.step_key] = record.timestamp
+            elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+                mat = event.step_materialization_data.materialization
+                md = metadata.setdefault(event.step_key, {})
+                md.update({k: getattr(v, "value", v) for k, v in mat.metadata.items()})
+            elif event.is_step_success or event.is_step_failure:
+                seconds = record.timestamp - started.get(event.step_key, record.timestamp)
+                on_step(
+                    StepDone(
+                        job, partition, event.step_key, event.is_step_success, seconds, metadata.get(event.step_key, {})
+                    )
+                )
+        seen = len(records)
+        if finished:
+            return
+        time.sleep(0.2)
+
+
+def execute(
+    defs: dg.Definitions,
+    job_name: str,
+    instance: dg.DagsterInstance,
+    partition: str | None = None,
+    on_step: Callable[[StepDone], None] | None = None,
+) -> tuple[bool, str]:
+    """Execute one job of ``defs`` in process (one run on ``instance``); returns (success, run id)."""
+    job = defs.resolve_job_def(job_name)
+    run_id = str(uuid.uuid4())
+    stop = threading.Event()
+    watcher = None
+    if on_step is not None:
+        watcher = threading.Thread(
+            target=_watch, args=(instance, run_id, job_name, partition, on_step, stop), daemon=True
+        )
+        watcher.start()
+    try:
+        result = job.execute_in_process(
+            run_config=RUN_CONFIG,
+            instance=instance,
+            partition_key=partition,
+            raise_on_error=False,
+            run_id=run_id,
+            tags={"hotdog/cli": "run"},
+        )
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.join()
+    return result.success, run_id
 
 
 def run_pipeline(
-    store: Store, profile: Profile, specs: list[BatchSpec], say: Callable[[str], None] = print
+    store: Store,
+    profile: Profile,
+    specs: list[BatchSpec],
+    on_step: Callable[[StepDone], None] | None = None,
+    on_failure: Callable[[str, str], None] | None = None,
 ) -> RunSummary:
-    """Materialise every batch in ``specs``, then the whole-set assets; report per-table counts."""
-    ModelSpec.parse(profile.model).checkpoint()  # a bad model spec or label set fails here, before any work
-    LabelSet.build(profile.labels, profile.label_templates)
+    """Materialise every batch in ``specs`` with ``ingest_batch``, then ``whole_set``; report per-table counts."""
+    from hotdog_dagster.core.labels.scoring import LabelSet
+    from hotdog_dagster.core.model.encoder import ModelSpec
+    from hotdog_dagster.dbt_project import prepare_dbt
+
+    ModelSpec.parse(profile.model.name).checkpoint()  # a bad model spec fails here, before any work
+    LabelSet.build(profile.labels.labels, profile.labels.templates)
+    prepare_dbt()
+    from hotdog_dagster.definitions import build_definitions
+
+    defs = build_definitions(profile, home=str(store.root))
     instance = dagster_instance(store)
     register_batches(store, instance, specs)
-    resources = all_resources(profile, home=str(store.root))
     summary = RunSummary(
-        home=str(store.root), dagster_home=os.environ["DAGSTER_HOME"], partitions=[s.key for s in specs]
+        home=str(store.root), dagster_home=str(instance.root_directory), partitions=[s.key for s in specs]
     )
-    for n, spec in enumerate(specs, start=1):
-        say(f"[{n}/{len(specs)}] {spec.key}: ingest and embed {spec.size_hint} {spec.source} item(s)")
-        result = dg.materialize(
-            GRAPH,
-            selection=PER_BATCH_ASSETS,
-            partition_key=spec.key,
-            instance=instance,
-            resources=resources,
-            raise_on_error=False,
-            tags={"hotdog/cli": "run"},
-            run_config=RUN_CONFIG,
-        )
-        if not result.success:
-            summary.failed[spec.key] = _failure_message(result)
-            say(f"    FAILED: {summary.failed[spec.key]}")
-            continue
-        meta = _metadata(result)
-        say(
-            f"    {meta.get('images', '?')} images, {meta.get('rejected', 0)} rejected, "
-            f"{meta.get('vectors', '?')} vectors at {meta.get('images_per_second', '?')} images/s"
-        )
-    say("whole set: index, cleaning, labels, catalog and dbt models")
-    result = dg.materialize(
-        GRAPH,
-        selection=WHOLE_SET_ASSETS,
-        instance=instance,
-        resources=resources,
-        raise_on_error=False,
-        tags={"hotdog/cli": "run"},
-        run_config=RUN_CONFIG,
-    )
-    if not result.success:
-        summary.failed["whole_set"] = _failure_message(result)
-        say(f"    FAILED: {summary.failed['whole_set']}")
+
+    def step_done(step: StepDone) -> None:
+        summary.stage_seconds[step.step] = summary.stage_seconds.get(step.step, 0.0) + step.seconds
+        if on_step:
+            on_step(step)
+
+    for spec in specs:
+        ok, run_id = execute(defs, "ingest_batch", instance, spec.key, step_done)
+        if not ok:
+            summary.failed[spec.key] = failure_message(instance, run_id)
+            if on_failure:
+                on_failure(spec.key, summary.failed[spec.key])
+    ok, run_id = execute(defs, "whole_set", instance, None, step_done)
+    if not ok:
+        summary.failed["whole_set"] = failure_message(instance, run_id)
+        if on_failure:
+            on_failure("whole_set", summary.failed["whole_set"])
     if store.catalog_path.exists():
         with catalog.connect(store) as con:
             views = [
@@ -142,11 +221,3 @@ def run_pipeline(
         "tables": str(store.tables_dir),
     }
     return summary
-
-
-def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for mat in result.get_asset_materialization_events():
-        for key, value in mat.materialization.metadata.items():
-            out[key] = getattr(value, "value", value)
-    return out

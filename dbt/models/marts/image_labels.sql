@@ -1,4 +1,4 @@
--- One row per scored image: its most probable label, kept only when the model is sure enough.
+-- One row per clean scored image: its most probable label, kept only when the model is sure enough.
 -- An image is 'unlabelled' when its top probability is under var('label_min_probability') or its
 -- lead over the runner-up is under var('label_min_margin'), so low-confidence guesses are never
 -- counted as labels downstream.
@@ -12,6 +12,11 @@ label_set as (
 
 images as (
     select * from {{ ref('stg_images') }}
+),
+
+-- Flagged images are scored too (a batch is scored before the whole set is cleaned): leave them out.
+clean as (
+    select id from {{ source('hotdog', 'clean_images') }}
 ),
 
 -- Labels of each image from most to least probable; ties go to the label listed first.
@@ -28,6 +33,7 @@ ranked as (
         ) as rank
     from scores
     inner join label_set using (slug)
+    inner join clean using (id)
 ),
 
 top_two as (

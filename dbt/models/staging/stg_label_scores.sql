@@ -15,7 +15,7 @@ score_cells as (
     unpivot (
         select
             id,
-            try_cast(columns(* exclude (id, top_label, top_probability)) as float)
+            try_cast(columns(* exclude (id, partition, top_label, top_probability)) as float)
         from scores
     )
     on columns(* exclude (id))

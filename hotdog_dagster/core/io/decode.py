@@ -22,8 +22,16 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".
 DEFAULT_MAX_PIXELS = 64_000_000
 
 
+#: Stable reason codes: counts per reason are grouped by these, never by parsing the message.
+REJECT_CODES = ("empty", "unsupported_format", "too_many_pixels", "no_pixels", "not_an_image", "corrupt", "unreadable")
+
+
 class ImageRejected(Exception):
-    """A file that is not a usable image; ``str(exc)`` is the reason recorded for it."""
+    """A file that is not a usable image; ``str(exc)`` is the message, ``code`` one of REJECT_CODES."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | 
     (its statistics and hashes describe the real file); embedding passes the model's input size.
     """
     if len(data) == 0:
-        raise ImageRejected("empty file (0 bytes)")
+        raise ImageRejected("empty file (0 bytes)", "empty")
     _allow_pixels(max_pixels)
     try:
         with warnings.catch_warnings():
@@ -52,15 +60,17 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | 
             fmt = img.format or "unknown"
             if fmt not in SUPPORTED_FORMATS:
                 raise ImageRejected(
-                    f"unsupported image format {fmt}; supported: {', '.join(sorted(SUPPORTED_FORMATS))}"
+                    f"unsupported image format {fmt}; supported: {', '.join(sorted(SUPPORTED_FORMATS))}",
+                    "unsupported_format",
                 )
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageRejected(
-                    f"declared size {w}x{h} exceeds the pixel limit of {max_pixels:,} (raise max_pixels to accept it)"
+                    f"declared size {w}x{h} exceeds the pixel limit of {max_pixels:,} (raise max_pixels to accept it)",
+                    "too_many_pixels",
                 )
             if w == 0 or h == 0:
-                raise ImageRejected(f"declared size {w}x{h} has no pixels")
+                raise ImageRejected(f"declared size {w}x{h} has no pixels", "no_pixels")
             img.seek(0)  # first frame of an animation
             if draft_size and fmt in ("JPEG", "MPO"):
                 scale = min(w, h) / draft_size
@@ -73,13 +83,14 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | 
     except ImageRejected:
         raise
     except UnidentifiedImageError:
-        raise ImageRejected("not a recognised image (the bytes match no image format)") from None
+        raise ImageRejected("not a recognised image (the bytes match no image format)", "not_an_image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(
-            f"declared size exceeds the pixel limit of {max_pixels:,} (decompression bomb guard: {exc})"
+            f"declared size exceeds the pixel limit of {max_pixels:,} (decompression bomb guard: {exc})",
+            "too_many_pixels",
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageRejected(f"truncated or corrupt image data ({type(exc).__name__}: {exc})") from None
+        raise ImageRejected(f"truncated or corrupt image data ({type(exc).__name__}: {exc})", "corrupt") from None
     return DecodedImage(image=rgb, format=fmt, mode=mode, width=rgb.width, height=rgb.height)
 
 

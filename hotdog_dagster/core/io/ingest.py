@@ -68,6 +68,7 @@ REJECTED_SCHEMA = pa.schema(
         ("path", pa.string()),
         ("bytes", pa.int64()),
         ("reason", pa.string()),
+        ("reason_code", pa.string()),
     ]
 )
 
@@ -194,6 +195,7 @@ def _process(item: _Item, spec: BatchSpec, staging: Path, final_dir: Path, max_p
             "path": source_path,
             "bytes": None,
             "reason": item.read_error,
+            "reason_code": "unreadable",
         }
     try:
         decoded = decode(item.data, max_pixels=max_pixels)
@@ -205,6 +207,7 @@ def _process(item: _Item, spec: BatchSpec, staging: Path, final_dir: Path, max_p
             "path": source_path,
             "bytes": len(item.data),
             "reason": str(exc),
+            "reason_code": exc.code,
         }
     chash = content_hash(item.data)
     iid = image_id(chash, item.source_name)

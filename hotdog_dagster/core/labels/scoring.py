@@ -9,6 +9,8 @@ classifier uses. Changing the label set re-scores from stored vectors without re
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -16,15 +18,27 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from hotdog_dagster.core.io.store import Store
 from hotdog_dagster.core.io.vectors import column_matrix
 
-DEFAULT_LABELS: tuple[str, ...] = ("one hot dog", "two hot dogs", "a hamburger", "a face")
 #: Columns of the images table a label slug may not shadow, since search filters on both.
 RESERVED = frozenset(
-    {"id", "partition", "source", "path", "label", "color", "caption", "keep", "score", "top_label", "top_probability"}
+    {
+        "id",
+        "partition",
+        "fingerprint",
+        "model",
+        "source",
+        "path",
+        "label",
+        "color",
+        "caption",
+        "keep",
+        "score",
+        "top_label",
+        "top_probability",
+    }
 )
 
 
@@ -114,13 +128,23 @@ def scores_table(ids: Sequence[str], label_set: LabelSet, cos: np.ndarray, prob:
     return pa.table(cols)
 
 
-def label_set_table(label_set: LabelSet) -> pa.Table:
-    """The label set itself, so SQL (dbt's accepted-values test) knows which slugs are valid."""
+def fingerprint(label_set: LabelSet) -> str:
+    """A short hash of the labels and templates: scores made with another set are stale."""
+    text = json.dumps({"labels": list(label_set.labels), "templates": list(label_set.templates)})
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def label_set_table(label_set: LabelSet, partition: str, model: str) -> pa.Table:
+    """The set one partition was scored with, so SQL and the staleness check know which slugs are valid."""
+    n = len(label_set.labels)
     return pa.table(
         {
+            "partition": pa.array([partition] * n, pa.string()),
             "slug": pa.array(label_set.slugs, pa.string()),
             "label": pa.array(label_set.labels, pa.string()),
-            "position": pa.array(range(len(label_set.labels)), pa.int32()),
+            "position": pa.array(range(n), pa.int32()),
+            "fingerprint": pa.array([fingerprint(label_set)] * n, pa.string()),
+            "model": pa.array([model] * n, pa.string()),
         }
     )
 
@@ -128,23 +152,32 @@ def label_set_table(label_set: LabelSet) -> pa.Table:
 @dataclass(frozen=True)
 class ScoredSet:
     table: pa.Table
+    label_set: pa.Table
     seconds: float
 
 
-def score_store(
-    store: Store, encode_texts: Callable[[list[str]], np.ndarray], logit_scale: float, label_set: LabelSet
+def score_partition(
+    store: Store,
+    partition: str,
+    encode_texts: Callable[[list[str]], np.ndarray],
+    logit_scale: float,
+    label_set: LabelSet,
+    model: str = "",
 ) -> ScoredSet:
-    """Score every clean image (``image_quality.keep``) from its stored vector; write both tables."""
-    quality = store.read_table("image_quality", columns=["id", "keep"])
-    embeddings = store.read_table("embeddings", columns=["id", "vector"])
-    if quality is None or embeddings is None:
-        raise FileNotFoundError("no image_quality or embeddings table yet; materialise image_quality first")
-    keep_ids = quality.filter(quality.column("keep")).column("id")
-    clean = embeddings.filter(pc.is_in(embeddings.column("id"), value_set=keep_ids.combine_chunks()))
+    """Score one partition's images from their stored vectors (never re-embeds); the caller writes.
+
+    Every embedded image is scored, flagged or not: cleaning is resolved over the whole set later,
+    and a batch's scores must not depend on other batches. Views and dbt read only clean images.
+    """
+    embeddings = store.read_table("embeddings", partition, columns=["id", "vector"])
+    if embeddings is None:
+        raise FileNotFoundError(
+            f"partition {partition!r} has no embeddings yet; materialise image_embeddings for it first"
+        )
     t0 = time.perf_counter()
-    cos, prob = score(column_matrix(clean.column("vector")), label_vectors(encode_texts, label_set), logit_scale)
-    table = scores_table(clean.column("id").to_pylist(), label_set, cos, prob)
-    seconds = time.perf_counter() - t0
-    store.write_table("label_scores", table)
-    store.write_table("label_set", label_set_table(label_set))
-    return ScoredSet(table=table, seconds=seconds)
+    cos, prob = score(column_matrix(embeddings.column("vector")), label_vectors(encode_texts, label_set), logit_scale)
+    table = scores_table(embeddings.column("id").to_pylist(), label_set, cos, prob)
+    table = table.add_column(1, "partition", pa.array([partition] * table.num_rows, pa.string()))
+    return ScoredSet(
+        table=table, label_set=label_set_table(label_set, partition, model), seconds=time.perf_counter() - t0
+    )

@@ -53,7 +53,8 @@ class ImageFileDataset(Dataset):
         except (OSError, ImageRejected) as exc:
             dtype = torch.uint8 if self.split is not None else torch.float32
             shape = (*self.input_size, 3) if self.split is not None else (3, *self.input_size)
-            return torch.zeros(shape, dtype=dtype), f"{type(exc).__name__}: {exc}"
+            code = exc.code if isinstance(exc, ImageRejected) else "unreadable"
+            return torch.zeros(shape, dtype=dtype), f"{code}\t{type(exc).__name__}: {exc}"
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def embed_paths(
 @dataclass(frozen=True)
 class PartitionEmbedding:
     table: pa.Table
-    failures: dict[str, str]  # image id -> reason
+    failures: dict[str, tuple[str, str]]  # image id -> (reason code, message)
     seconds: float
     images_per_second: float
 
@@ -144,7 +145,7 @@ def embed_partition(
             "text_vector": text_col,
         }
     )
-    failures = {ids[i]: reason for i, reason in result.failures.items()}
+    failures = {ids[i]: _split_reason(reason) for i, reason in result.failures.items()}
     store.write_table("embeddings", table, partition)
     store.write_table(
         "embedding_failures",
@@ -152,7 +153,8 @@ def embed_partition(
             {
                 "id": pa.array(list(failures), pa.string()),
                 "partition": pa.array([partition] * len(failures), pa.string()),
-                "reason": pa.array(list(failures.values()), pa.string()),
+                "reason": pa.array([message for _, message in failures.values()], pa.string()),
+                "reason_code": pa.array([code for code, _ in failures.values()], pa.string()),
             }
         ),
         partition,
@@ -160,3 +162,9 @@ def embed_partition(
     return PartitionEmbedding(
         table=table, failures=failures, seconds=result.seconds, images_per_second=result.images_per_second
     )
+
+
+def _split_reason(reason: str) -> tuple[str, str]:
+    """A worker's ``code<TAB>message`` (one string crosses the DataLoader's process boundary) as a pair."""
+    code, _, message = reason.partition("\t")
+    return (code, message) if message else ("unreadable", reason)

@@ -18,6 +18,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hotdog_dagster.core.io.store import Store, replace_dir
@@ -70,32 +71,119 @@ def build(vectors: np.ndarray, kind: str = "auto", flat_max: int = FLAT_MAX) -> 
     return index, desc
 
 
-def build_from_store(store: Store, kind: str = "auto") -> IndexInfo:
-    """Rebuild the index from every ``embeddings`` partition and swap it into ``index/`` atomically."""
-    table = store.read_table("embeddings", columns=["id", "partition", "vector"])
-    if table is None or table.num_rows == 0:
+def _signatures(store: Store) -> dict[str, list[int]]:
+    """Each embeddings partition's (size, mtime) signature: a re-materialised partition changes it."""
+    out = {}
+    for f in store.partition_files("embeddings"):
+        st = f.stat()
+        out[f.stem] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def _read_vectors(store: Store, partitions: list[str]) -> tuple[np.ndarray, pa.Table]:
+    tables = [store.read_table("embeddings", p, columns=["id", "partition", "vector"]) for p in partitions]
+    tables = [t for t in tables if t is not None and t.num_rows]
+    if not tables:
+        return np.zeros((0, 0), np.float32), pa.table(
+            {"id": pa.array([], pa.string()), "partition": pa.array([], pa.string())}
+        )
+    table = pa.concat_tables(tables)
+    return column_matrix(table.column("vector")), table.select(["id", "partition"])
+
+
+def update_from_store(store: Store, kind: str = "auto", rebuild: bool = False) -> IndexInfo:
+    """Bring ``index/`` up to date with the embeddings partitions, touching only what changed.
+
+    New partitions are appended; a removed or re-materialised partition is taken out (a flat index
+    compacts in place; IVF and HNSW are rebuilt, since their ids cannot be compacted). ``rebuild``
+    forces a build from scratch. The new index is swapped in atomically, so readers see the old
+    one or the new one, never a mix.
+    """
+    current = _signatures(store)
+    if not current:
         raise FileNotFoundError("no embeddings to index yet; materialise image_embeddings for at least one partition")
     t0 = time.perf_counter()
-    vectors = column_matrix(table.column("vector"))
-    index, desc = build(vectors, kind=kind)
+    old_meta = read_meta(store)
+    indexed = old_meta.get("partition_signatures", {}) if old_meta else {}
+    stale = sorted(p for p in indexed if current.get(p) != indexed[p])
+    new = sorted(p for p in current if current[p] != indexed.get(p))
+    flat_now = old_meta is not None and old_meta.get("kind", "").startswith("Flat")
+    total = sum(current[p][0] for p in current)  # bytes: a cheap proxy for the size decision below
+    full = rebuild or old_meta is None or (stale and not flat_now) or old_meta.get("requested_kind") != kind
+    if not full and flat_now and kind == "auto":
+        full = _count_after(old_meta, stale, store, new) > FLAT_MAX  # grew past exact search: go IVF
+    if full:
+        vectors, ids = _read_vectors(store, sorted(current))
+        index, desc = build(vectors, kind=kind)
+        added, removed = ids.num_rows, int(old_meta["vectors"]) if old_meta else 0
+    else:
+        loaded = load(store)
+        index, desc = loaded.index, loaded.info.kind
+        ids = id_table(store)
+        removed = 0
+        if stale:
+            drop = np.flatnonzero(
+                pc.is_in(ids.column("partition"), value_set=pa.array(stale)).to_numpy(zero_copy_only=False)
+            )
+            if drop.size:
+                index.remove_ids(faiss.IDSelectorBatch(drop.astype(np.int64)))
+                keep = np.ones(ids.num_rows, dtype=bool)
+                keep[drop] = False
+                ids = ids.filter(pa.array(keep))
+                removed = int(drop.size)
+        vectors, new_ids = _read_vectors(store, new)
+        if len(new_ids):
+            index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+            ids = pa.concat_tables([ids, new_ids])
+        added = new_ids.num_rows
     seconds = time.perf_counter() - t0
     staging = store.index_dir.with_name(".index.staging")
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     faiss.write_index(index, str(staging / "images.faiss"))
-    pq.write_table(table.select(["id", "partition"]), staging / "ids.parquet")
+    pq.write_table(ids, staging / "ids.parquet")
     info = IndexInfo(
         vectors=int(index.ntotal),
-        dim=int(vectors.shape[1]),
+        dim=int(index.d),
         kind=desc,
         build_seconds=seconds,
-        partitions=len(set(table.column("partition").to_pylist())),
+        partitions=len(current),
         gpu=gpu_count() > 0,
     )
-    (staging / "meta.json").write_text(json.dumps(info.__dict__, indent=1))
+    meta = {
+        **info.__dict__,
+        "requested_kind": kind,
+        "partition_signatures": current,
+        "added": added,
+        "removed": removed,
+        "full_rebuild": bool(full),
+        "bytes_indexed": total,
+    }
+    (staging / "meta.json").write_text(json.dumps(meta, indent=1))
     replace_dir(staging, store.index_dir)
     return info
+
+
+def build_from_store(store: Store, kind: str = "auto") -> IndexInfo:
+    """Rebuild the index from every ``embeddings`` partition (the full rebuild of :func:`update_from_store`)."""
+    return update_from_store(store, kind=kind, rebuild=True)
+
+
+def _count_after(meta: dict, stale: list[str], store: Store, new: list[str]) -> int:
+    """Vectors after adding ``new`` (stale ones still counted: an upper bound is enough to choose the kind)."""
+    n = int(meta["vectors"])
+    for p in new:
+        n += pq.ParquetFile(store.table_path("embeddings", p)).metadata.num_rows
+    return n
+
+
+def read_meta(store: Store) -> dict | None:
+    """The index's meta.json (what was added, removed, rebuilt), or None before the first build."""
+    path = store.index_dir / "meta.json"
+    if not (path.exists() and (store.index_dir / "images.faiss").exists()):
+        return None
+    return json.loads(path.read_text())
 
 
 @dataclass
@@ -116,7 +204,8 @@ def load(store: Store) -> LoadedIndex:
         raise FileNotFoundError(f"no index at {path}; materialise image_index first (or run `hotdog run`)")
     index = faiss.read_index(str(path))
     ids = pq.read_table(store.index_dir / "ids.parquet", columns=["id"]).column("id").to_numpy(zero_copy_only=False)
-    info = IndexInfo(**json.loads((store.index_dir / "meta.json").read_text()))
+    meta = json.loads((store.index_dir / "meta.json").read_text())
+    info = IndexInfo(**{k: meta[k] for k in IndexInfo.__dataclass_fields__})
     return LoadedIndex(index=index, ids=ids, info=info)
 
 

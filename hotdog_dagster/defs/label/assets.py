@@ -1,0 +1,57 @@
+"""``label_scores``: one batch's images against the label set in one matrix product, plus the set used."""
+
+import dagster as dg
+
+from hotdog_dagster.core.labels.scoring import score_partition
+from hotdog_dagster.defs.shared import batches
+from hotdog_dagster.resources import EncoderResource, LabelsResource, StoreResource
+
+
+@dg.multi_asset(
+    name="label_scores",
+    specs=[
+        dg.AssetSpec(
+            "label_scores",
+            deps=["embeddings"],
+            description="A cosine column per label slug, p_<slug> softmax probabilities, top_label, top_probability.",
+            kinds={"numpy", "parquet"},
+        ),
+        dg.AssetSpec(
+            "label_set",
+            deps=["embeddings"],
+            description="The label set (and its fingerprint) each partition was scored with.",
+            kinds={"parquet"},
+        ),
+    ],
+    partitions_def=batches,
+    group_name="labels",
+    can_subset=False,
+)
+def label_scores(
+    context: dg.AssetExecutionContext, store: StoreResource, encoder: EncoderResource, labels: LabelsResource
+):
+    """Changing the label set changes this asset's code version, so every partition shows stale: backfill it."""
+    label_set = labels.label_set()  # a bad label set fails here, before the model loads
+    enc = encoder.encoder()
+    s = store.store()
+    scored = score_partition(s, context.partition_key, enc.encode_texts, enc.logit_scale, label_set, str(enc.spec))
+    s.write_table("label_scores", scored.table, context.partition_key)
+    s.write_table("label_set", scored.label_set, context.partition_key)
+    top = scored.table.column("top_label").value_counts().to_pylist()
+    context.log.info(f"scored {scored.table.num_rows} images against {len(label_set.labels)} labels")
+    yield dg.MaterializeResult(
+        asset_key="label_scores",
+        metadata={
+            "images": scored.table.num_rows,
+            "top_label_counts": dg.MetadataValue.json({d["values"]: d["counts"] for d in top}),
+            "score_seconds": round(scored.seconds, 4),
+            "logit_scale": round(enc.logit_scale, 3),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="label_set",
+        metadata={
+            "labels": dg.MetadataValue.json(dict(zip(label_set.slugs, label_set.labels, strict=True))),
+            "fingerprint": scored.label_set.column("fingerprint")[0].as_py(),
+        },
+    )
