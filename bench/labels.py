@@ -25,7 +25,8 @@ import time
 import faiss
 import numpy as np
 
-from hotdog_dagster.core.labels.scoring import DEFAULT_LABELS, score
+from hotdog_dagster.core.labels.scoring import score
+from hotdog_dagster.core.settings import DEFAULT_LABELS
 
 
 def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Shared fixtures: a temporary data root and Dagster home per test, and the test-sized profile."""
+"""Shared fixtures: a temporary data root and Dagster home per test, the test-sized profile, dbt prepared."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ import pytest
 
 from hotdog_dagster.core.io.store import Store
 from hotdog_dagster.core.model.names import RANDOM_SKETCH_MODEL
-from hotdog_dagster.core.profile import Profile
+from hotdog_dagster.core.settings import IngestSettings, ModelSettings, Profile
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dbt_manifest() -> Path:
+    """The dbt manifest is prepared explicitly (never at import), once per test session."""
+    from hotdog_dagster.dbt_project import prepare_dbt
+
+    return prepare_dbt()
 
 
 @pytest.fixture
@@ -29,4 +37,7 @@ def store(home: Path) -> Store:
 @pytest.fixture
 def plumbing_profile() -> Profile:
     """The real open_clip classes with random weights: for tests of plumbing, not of answers."""
-    return Profile(model=RANDOM_SKETCH_MODEL, batch_size=32, num_workers=1, sketch_size=64, ingest_workers=2)
+    return Profile(
+        model=ModelSettings(name=RANDOM_SKETCH_MODEL, batch_size=32, num_workers=1),
+        ingest=IngestSettings(sketch_size=64, workers=2),
+    )

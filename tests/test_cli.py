@@ -36,7 +36,9 @@ def _hotdog(*args: str, env: dict[str, str], cwd: Path = REPO) -> subprocess.Com
 @pytest.fixture
 def random_config(tmp_path: Path) -> Path:
     path = tmp_path / "plumbing.yaml"
-    path.write_text(f"model: {RANDOM_SKETCH_MODEL}\nbatch_size: 32\nnum_workers: 1\nsketch_size: 64\n")
+    path.write_text(
+        f"model:\n  name: {RANDOM_SKETCH_MODEL}\n  batch_size: 32\n  num_workers: 1\ningest:\n  sketch_size: 64\n"
+    )
     return path
 
 
@@ -80,7 +82,7 @@ def test_plan_then_dagster_asset_materialize(tmp_path: Path, random_config: Path
             "-m",
             "hotdog_dagster.definitions",
             "--select",
-            "raw_images,image_embeddings",
+            "images,rejected,embeddings,embedding_failures",
             "--partition",
             key,
         ],
@@ -113,7 +115,7 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], message: s
 
 def test_bad_model_in_config_is_refused_before_work(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.yaml"
-    cfg.write_text("model: open_clip/ViT-B-32/nowhere/x.safetensors\n")
+    cfg.write_text("model:\n  name: open_clip/ViT-B-32/nowhere/x.safetensors\n")
     out = _hotdog("run", "--images", "5", "--config", str(cfg), env=_env(tmp_path / "home"))
     assert out.returncode == 2 and "does not exist" in out.stderr and "Traceback" not in out.stderr
 
@@ -121,7 +123,7 @@ def test_bad_model_in_config_is_refused_before_work(tmp_path: Path) -> None:
 def test_help_explains_itself() -> None:
     out = _hotdog("run", "--help", env=dict(os.environ))
     assert out.returncode == 0
-    for flag in ("--source", "--images", "--partition-size", "--path", "--config", "--json", "--home"):
+    for flag in ("--source", "--images", "--partition-size", "--path", "--config", "--json", "--home", "--verbose"):
         assert flag in out.stdout
 
 
@@ -153,3 +155,62 @@ def test_rerun_keeps_a_folders_batches_and_leaves_a_namesake_alone(tmp_path: Pat
     assert again[:2] == a_keys and again[2:] == ["folder-photos-00003"]  # the old batches, then the new file
     assert (home / "batches" / f"{b_keys[0]}.json").read_text() == b_manifest
     assert plan(roots[1], "--rerun") == b_keys
+
+
+def test_run_is_quiet_logs_to_a_file_and_fails_loudly(tmp_path: Path, random_config: Path) -> None:
+    """No Dagster or dbt log line on the terminal without --verbose; they are in the log file it names."""
+    home = tmp_path / "home"
+    out = _hotdog("run", "--images", "20", "--partition-size", "10", "--config", str(random_config), env=_env(home))
+    assert out.returncode == 0, out.stderr[-2000:]
+    terminal = out.stdout + out.stderr
+    for noise in (" - dagster - ", "STEP_SUCCESS", "Running with dbt", "RUN_START", "Finished running"):
+        assert noise not in terminal, noise
+    logs = list((home / "logs").glob("run-*.log"))
+    assert len(logs) == 1 and str(logs[0]) in terminal
+    text = logs[0].read_text()
+    assert "STEP_SUCCESS" in text or "dagster" in text
+    assert "images" in out.stdout and "search_items" in out.stdout  # the summary table
+
+
+def test_a_failed_batch_gives_a_non_zero_exit(tmp_path: Path) -> None:
+    """A step that fails (here: the model asked for a GPU this machine lacks) exits 1 with one line per failure."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU, so asking for one does not fail")
+    cfg = tmp_path / "gpu.yaml"
+    cfg.write_text(
+        f"model:\n  name: {RANDOM_SKETCH_MODEL}\n  device: cuda\n  num_workers: 0\ningest:\n  sketch_size: 64\n"
+    )
+    out = _hotdog("run", "--images", "10", "--partition-size", "10", "--config", str(cfg), env=_env(tmp_path / "home"))
+    assert out.returncode == 1
+    assert "hotdog run: error: sketch-s0-0000000: image_embeddings" in out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_console_script_works_without_an_activated_environment(tmp_path: Path, random_config: Path) -> None:
+    """A cron job or a service calls bin/hotdog with a bare PATH: dbt must be found beside the Python."""
+    script = Path(sys.executable).parent / "hotdog"
+    if not script.exists():
+        pytest.skip(f"no console script beside {sys.executable} (package not installed with pip)")
+    home = tmp_path / "home"
+    env = {**_env(home, random_config), "PATH": "/usr/bin:/bin"}
+    plan = subprocess.run(
+        [str(script), "plan", "--images", "10", "--partition-size", "10"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    run = subprocess.run(
+        [str(script), "run", "--images", "10", "--partition-size", "10", "--json"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout)["tables"]["image_labels"] > 0  # dbt ran

@@ -17,11 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from hotdog_dagster.assets.dbt import dbt_models, dbt_resource
-from hotdog_dagster.core.clean.quality import QUALITY_SCHEMA
 from hotdog_dagster.core.io.ingest import IMAGES_SCHEMA
 from hotdog_dagster.core.io.store import Store
 from hotdog_dagster.core.labels.scoring import LabelSet, label_set_table, scores_table
+from hotdog_dagster.defs.catalog.assets import catalog
+from hotdog_dagster.defs.catalog.dbt import dbt_models, dbt_resource
 from hotdog_dagster.resources import StoreResource
 
 DEFAULT_LABELS = ("one hot dog", "two hot dogs", "a hamburger", "a face")
@@ -106,49 +106,76 @@ def images_table(ids: list[str]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA)
 
 
-def quality_table() -> pa.Table:
-    """Every image kept except b4, an identical copy of b1 (in the quality asset's own schema)."""
-    rows = [
+def flags_table(partition: str) -> pa.Table:
+    """No blank frames: the blank flags of one partition."""
+    ids = [i for i, (p, _, _) in IMAGES.items() if p == partition]
+    n = len(ids)
+    return pa.table(
         {
-            "id": i,
-            "partition": IMAGES[i][0],
-            "is_blank": False,
-            "duplicate_group": 1 if i in ("b1", "b4") else None,
-            "group_size": 2 if i in ("b1", "b4") else None,
-            "duplicate_of": "b1" if i in ("b1", "b4") else None,
-            "similarity": 1.0 if i in ("b1", "b4") else None,
-            "dup_reason": "identical_bytes" if i in ("b1", "b4") else None,
-            "keep": i != "b4",
+            "id": ids,
+            "partition": [partition] * n,
+            "is_blank": [False] * n,
+            "blank_reason": pa.nulls(n, pa.string()),
+            "blank_code": pa.nulls(n, pa.string()),
+            "blank_score": pa.array([-1.0] * n, pa.float32()),
         }
-        for i in IMAGES
-    ]
-    return pa.Table.from_pylist(rows, schema=QUALITY_SCHEMA)
+    )
+
+
+def groups_table() -> pa.Table:
+    """Every image kept except b4, an identical copy of b1."""
+    dup = ("b1", "b4")
+    return pa.Table.from_pylist(
+        [
+            {
+                "id": i,
+                "partition": IMAGES[i][0],
+                "duplicate_group": 0 if i in dup else None,
+                "group_size": 2 if i in dup else None,
+                "duplicate_of": "b1" if i in dup else None,
+                "similarity": 1.0 if i in dup else None,
+                "pixel_distance": 0.0 if i == "b4" else None,
+                "dup_reason": "identical_bytes" if i == "b4" else None,
+                "dup_code": "identical_bytes" if i == "b4" else None,
+                "keep": i != "b4",
+            }
+            for i in IMAGES
+        ]
+    )
 
 
 def write_tables(
-    store: Store, labels: tuple[str, ...], probs: dict[str, list[float]], duplicate_id: bool = False
+    store: Store,
+    labels: tuple[str, ...],
+    probs: dict[str, list[float]],
+    duplicate_id: bool = False,
+    unscored: tuple[str, ...] = (),
 ) -> None:
-    """Write the four tables dbt reads in their writers' schemas; the scores through core.labels' own builder."""
+    """Write the tables dbt reads in their writers' schemas; the scores through core.labels' own builders."""
     for partition in ("p1", "p2"):
         ids = [i for i, (p, _, _) in IMAGES.items() if p == partition]
         if duplicate_id and partition == "p2":
             ids.append("a1")  # the same id in two partitions: the unique test must catch it
         store.write_table("images", images_table(ids), partition=partition)
-    store.write_table("image_quality", quality_table())
+        store.write_table("image_quality", flags_table(partition), partition=partition)
+    store.write_table("duplicate_groups", groups_table())
 
     label_set = LabelSet.build(labels)
-    ids = list(probs)
-    prob = np.array([probs[i] for i in ids], dtype=np.float32)
-    cos = 0.2 + 0.1 * prob  # any cosine will do; this one keeps the same order as the probabilities
-    store.write_table("label_scores", scores_table(ids, label_set, cos, prob))
-    store.write_table("label_set", label_set_table(label_set))
+    for partition in ("p1", "p2"):
+        ids = [i for i in probs if IMAGES[i][0] == partition and i not in unscored]
+        prob = np.array([probs[i] for i in ids], dtype=np.float32)
+        cos = 0.2 + 0.1 * prob  # any cosine will do; this one keeps the same order as the probabilities
+        table = scores_table(ids, label_set, cos, prob)
+        table = table.add_column(1, "partition", pa.array([partition] * len(ids), pa.string()))
+        store.write_table("label_scores", table, partition=partition)
+        store.write_table("label_set", label_set_table(label_set, partition, "test-model"), partition=partition)
 
 
 def build(home: Path, **label_config: float) -> dg.ExecuteInProcessResult:
-    """Materialise every dbt model (refresh + ``dbt build``), without raising on failure."""
+    """Materialise the catalog's views and every dbt model (``dbt build``), without raising on failure."""
     run_config = {"ops": {"dbt_models": {"config": label_config}}} if label_config else None
     return dg.materialize(
-        [dbt_models],
+        [catalog, dbt_models],
         resources={"dbt": dbt_resource(), "store": StoreResource(home=str(home))},
         run_config=run_config,
         raise_on_error=False,
@@ -173,9 +200,11 @@ def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckE
 
 def test_dbt_models_hang_off_the_upstream_assets() -> None:
     """Sources resolve to the assets that write them, so Dagster runs dbt after label_scores and image_quality."""
-    upstream = [dg.AssetSpec(key) for key in ("raw_images", "image_quality", "label_scores")]
+    upstream = [
+        dg.AssetSpec(key) for key in ("images", "image_quality", "duplicate_groups", "label_scores", "label_set")
+    ]
     resources = {"dbt": dbt_resource(), "store": StoreResource()}
-    graph = dg.Definitions(assets=[*upstream, dbt_models], resources=resources).resolve_asset_graph()
+    graph = dg.Definitions(assets=[*upstream, catalog, dbt_models], resources=resources).resolve_asset_graph()
 
     def downstream(key: str) -> set[str]:
         keys = dg.AssetSelection.assets(key).downstream(include_self=False).resolve(graph)
@@ -184,9 +213,11 @@ def test_dbt_models_hang_off_the_upstream_assets() -> None:
     models = {"stg_images", "stg_image_quality", "stg_label_scores", "stg_label_set", "image_labels", "label_summary"}
     assert {k.to_user_string() for k in dbt_models.keys} == models
     assert {"stg_label_scores", "stg_label_set", "image_labels", "label_summary"} <= downstream("label_scores")
-    assert "stg_image_quality" in downstream("image_quality")
-    assert {"stg_images", "image_labels", "label_summary"} <= downstream("raw_images")
-    assert set(dbt_models.group_names_by_key.values()) == {"labels"}
+    assert "stg_image_quality" in downstream("duplicate_groups")
+    assert {"stg_images", "image_labels", "label_summary"} <= downstream("images")
+    # every model reads the catalog's views, so any selection downstream of a table builds all it reads
+    assert models <= downstream("search_items") and models <= downstream("label_scores")
+    assert set(dbt_models.group_names_by_key.values()) == {"dbt"}
     assert dbt_models.op.pool == "duckdb"
     assert all(spec.automation_condition is not None for spec in dbt_models.specs)
 
@@ -250,20 +281,23 @@ def test_custom_label_set_and_thresholds(home: Path, store: Store) -> None:
         "b1": "hot_dog",
         "b2": "hot_dog",
         "b3": "not_hot_dog",
-        "b4": "unlabelled",
-    }
+    }  # b4 is scored (batches are scored before cleaning resolves) but not clean: no label row
     assert got["a3"][1:5] == ("not_hot_dog", "hot_dog", pytest.approx(0.58, abs=1e-6), pytest.approx(0.16, abs=1e-6))
-    assert got["b4"][1:3] == ("hot_dog", "not_hot_dog")  # a tie goes to the label listed first
     assert query(store, "select count(*) from stg_label_scores") == [(16,)]  # 8 images x 2 labels
 
     counts = dict(query(store, "select label, n_images from label_summary where partition = 'all'"))
-    assert counts == {"hot_dog": 3, "not_hot_dog": 3, "unlabelled": 2}
-
-    # Scoring an image that cleaning dropped (b4) is a warning, not a failure of the run.
+    assert counts == {"hot_dog": 3, "not_hot_dog": 3, "unlabelled": 1}
     checks = check_results(result)
-    assert set(checks) == {spec.name for spec in dbt_models.check_specs}
-    failed = {n: e.severity for n, e in checks.items() if not e.passed}
-    assert failed == {"scored_images_are_clean": dg.AssetCheckSeverity.WARN}
+    assert all(e.passed for e in checks.values()), [n for n, e in checks.items() if not e.passed]
+
+
+def test_a_clean_image_without_scores_is_a_warning(home: Path, store: Store) -> None:
+    """A partition whose scores are missing an image warns (fixed by re-scoring it), the run succeeds."""
+    write_tables(store, DEFAULT_LABELS, DEFAULT_PROBS, unscored=("a2",))
+    result = build(home)
+    assert result.success
+    failed = {n: e.severity for n, e in check_results(result).items() if not e.passed}
+    assert failed == {"clean_images_are_scored": dg.AssetCheckSeverity.WARN}
 
 
 def test_a_failing_dbt_test_fails_the_materialisation(home: Path, store: Store) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -116,14 +117,18 @@ def test_a_file_that_fails_to_decode_at_embedding_time_is_recorded(tmp_path: Pat
     result = embed_partition(store, spec.key, encoder, batch_size=2, num_workers=0)
     bad_id = images.column("id")[2].as_py()
     assert set(result.failures) == {gone_id, bad_id}
-    assert "FileNotFoundError" in result.failures[gone_id]
-    assert "not a recognised image" in result.failures[bad_id]
+    assert result.failures[gone_id][0] == "unreadable" and "FileNotFoundError" in result.failures[gone_id][1]
+    assert result.failures[bad_id] == (
+        "not_an_image",
+        "ImageRejected: not a recognised image (the bytes match no image format)",
+    )
     kept = result.table.column("id").to_pylist()
     assert kept == [images.column("id")[i].as_py() for i in (0, 3)]
     assert column_matrix(result.table.column("vector")).shape == (2, 128)
     assert column_matrix(result.table.column("text_vector")).shape == (2, 128)
     failures = store.read_table("embedding_failures", spec.key)
     assert sorted(failures.column("id").to_pylist()) == sorted([gone_id, bad_id])
+    assert sorted(failures.column("reason_code").to_pylist()) == ["not_an_image", "unreadable"]
 
 
 def test_embed_paths_with_nothing_to_do(encoder: ClipEncoder):
@@ -205,6 +210,57 @@ def test_index_build_from_store_and_load_align_ids(tmp_path: Path):
     assert index.build_from_store(store).vectors == 26
     reloaded = index.load(store)
     assert reloaded.index.ntotal == 26 and all(not i.startswith("part-b") for i in reloaded.ids)
+
+
+def _write_part(store: Store, part: str, n: int, seed: int) -> None:
+    ids = [f"{part}-{i}" for i in range(n)]
+    rng = np.random.default_rng(seed)
+    store.write_table(
+        "embeddings",
+        pa.table(
+            {"id": ids, "partition": [part] * n, "model": ["test"] * n, "vector": vector_column(_unit(rng, n, 16))}
+        ),
+        part,
+    )
+
+
+def _same_as_full_rebuild(store: Store) -> None:
+    """The incremental index holds exactly the vectors a rebuild would, each at its id's position."""
+    loaded = index.load(store)
+    table = store.read_table("embeddings")
+    by_id = dict(zip(table.column("id").to_pylist(), column_matrix(table.column("vector")), strict=True))
+    assert sorted(loaded.ids.tolist()) == sorted(by_id)
+    for pos, iid in enumerate(loaded.ids):
+        np.testing.assert_array_equal(loaded.index.reconstruct(pos), by_id[iid])
+
+
+def test_index_grows_per_batch_and_follows_removed_and_redone_partitions(tmp_path: Path):
+    store = Store(tmp_path / "home")
+    _write_part(store, "p1", 30, 1)
+    index.update_from_store(store)
+    assert index.read_meta(store)["full_rebuild"]
+    _write_part(store, "p2", 20, 2)
+    info = index.update_from_store(store)
+    meta = index.read_meta(store)
+    assert info.vectors == 50 and meta["added"] == 20 and meta["removed"] == 0 and not meta["full_rebuild"]
+    _same_as_full_rebuild(store)
+    # nothing changed: nothing added or removed
+    index.update_from_store(store)
+    assert (index.read_meta(store)["added"], index.read_meta(store)["removed"]) == (0, 0)
+    # a re-materialised partition is replaced, a deleted one removed
+    time.sleep(0.01)
+    _write_part(store, "p1", 12, 3)
+    store.write_table("embeddings", store.read_table("embeddings", "p2"), "p2")  # rewritten, same rows
+    store.drop_partition("embeddings", "p2")
+    _write_part(store, "p3", 5, 4)
+    info = index.update_from_store(store)
+    meta = index.read_meta(store)
+    assert info.vectors == 17 and meta["removed"] == 50 and meta["added"] == 17 and not meta["full_rebuild"]
+    _same_as_full_rebuild(store)
+    # a full rebuild on request gives the same index
+    index.update_from_store(store, rebuild=True)
+    assert index.read_meta(store)["full_rebuild"]
+    _same_as_full_rebuild(store)
 
 
 def test_index_without_embeddings_says_so(tmp_path: Path):

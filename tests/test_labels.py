@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from hotdog_dagster.core.labels.scoring import (
-    DEFAULT_LABELS,
     LabelSet,
     LabelSetError,
     label_vectors,
@@ -14,6 +13,7 @@ from hotdog_dagster.core.labels.scoring import (
     scores_table,
     slug,
 )
+from hotdog_dagster.core.settings import DEFAULT_LABELS
 
 
 def test_slugs_of_the_seed_labels() -> None:

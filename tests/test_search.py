@@ -17,8 +17,8 @@ from hotdog_dagster.core.io.store import Store
 from hotdog_dagster.core.model.encoder import ClipEncoder
 from hotdog_dagster.core.model.names import SKETCH_MODEL
 from hotdog_dagster.core.model.sketch import draw
-from hotdog_dagster.core.profile import Profile
 from hotdog_dagster.core.search.engine import Part, Query, QueryError, Searcher, split_weight
+from hotdog_dagster.core.settings import ModelSettings, Profile
 from hotdog_dagster.pipeline import run_pipeline
 
 
@@ -55,8 +55,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Store:
     os.environ["DAGSTER_HOME"] = str(tmp / "dagster")
     try:
         store = Store(tmp / "home")
-        profile = Profile(model=SKETCH_MODEL, num_workers=0, batch_size=32)
-        summary = run_pipeline(store, profile, plan_folder(folder, list_source_files(folder), 20), say=lambda _: None)
+        profile = Profile(model=ModelSettings(name=SKETCH_MODEL, num_workers=0, batch_size=32))
+        summary = run_pipeline(store, profile, plan_folder(folder, list_source_files(folder), 20))
         assert summary.ok, summary.failed
     finally:
         for k, v in old.items():

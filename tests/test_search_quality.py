@@ -11,11 +11,11 @@ from hotdog_dagster.core.io.batches import list_source_files, plan_folder, plan_
 from hotdog_dagster.core.io.store import Store
 from hotdog_dagster.core.model.names import SKETCH_MODEL
 from hotdog_dagster.core.model.sketch import draw
-from hotdog_dagster.core.profile import Profile
 from hotdog_dagster.core.search.engine import Part, Query, Searcher
+from hotdog_dagster.core.settings import ModelSettings, Profile
 from hotdog_dagster.pipeline import run_pipeline
 
-PROFILE = Profile(model=SKETCH_MODEL, num_workers=0, batch_size=64)
+PROFILE = Profile(model=ModelSettings(name=SKETCH_MODEL, num_workers=0, batch_size=64))
 
 
 def _build(root: Path, specs: list) -> Store:
@@ -23,7 +23,7 @@ def _build(root: Path, specs: list) -> Store:
     os.environ["DAGSTER_HOME"] = str(root / "dagster")
     try:
         store = Store(root / "home")
-        summary = run_pipeline(store, PROFILE, specs, say=lambda _: None)
+        summary = run_pipeline(store, PROFILE, specs)
         assert summary.ok, summary.failed
         return store
     finally:

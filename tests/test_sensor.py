@@ -61,4 +61,4 @@ def test_sensor_without_a_folder_says_how_to_enable_it(store: Store) -> None:
     sensor = defs.get_repository_def().get_sensor_def("new_files_sensor")
     ctx = dg.build_sensor_context(resources={"store": StoreResource(home=str(store.root)), "watch": WatchResource()})
     result = sensor(ctx)
-    assert isinstance(result, dg.SkipReason) and "watch_dir" in result.skip_message
+    assert isinstance(result, dg.SkipReason) and "watch.folder" in result.skip_message
