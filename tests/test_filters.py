@@ -665,6 +665,11 @@ FUZZ_TOKENS = st.sampled_from(
         "--",
         "1=1",
         "DROP TABLE images",
+        "+",
+        "source:(",
+        "a_face:(",
+        "\\-",
+        "\\:",
     ]
 )
 
@@ -681,3 +686,220 @@ def test_any_text_is_a_filter_error_or_sql_that_runs(con: duckdb.DuckDBPyConnect
     assert where.count("?") == len(params)
     con.execute(f"SELECT count(*) FROM images WHERE {where}", params).fetchall()
     assert con.execute("SELECT count(*) FROM images").fetchone()[0] == len(ROWS)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lucene field grouping, + / - prefixes and escapes
+# ----------------------------------------------------------------------------------------------
+
+SK, FO = Term("source", "=", "sketch"), Term("source", "=", "folder")
+
+
+@pytest.mark.parametrize(
+    ("text", "tree"),
+    [
+        ("source:(sketch OR folder)", Or((SK, FO))),
+        ("source:(sketch folder)", Or((SK, FO))),  # inside a group the default operator is OR
+        ("source:( sketch || folder )", Or((SK, FO))),
+        ("source:(sketch AND folder)", And((SK, FO))),
+        ("source:(+sketch +folder)", And((SK, FO))),
+        ("source:(sketch -folder)", And((SK, Not(FO)))),
+        ("source:(-folder sketch)", And((Not(FO), SK))),
+        ("source:(!folder)", Not(FO)),
+        ("source:(NOT folder)", Not(FO)),
+        ("source:(+sketch a b)", And((SK, Or((Term("source", "=", "a"), Term("source", "=", "b")))))),
+        ("source:(a b AND sketch)", And((Or((Term("source", "=", "a"), Term("source", "=", "b"))), SK))),
+        ("source:(a OR b sketch)", Or((Term("source", "=", "a"), Or((Term("source", "=", "b"), SK))))),
+        ("source:((sketch))", SK),
+        ("source:((sketch folder) x)", Or((Or((SK, FO)), Term("source", "=", "x")))),
+        ('prompt:("two hot dogs" hot*)', Or((Term("prompt", "=", "two hot dogs"), Term("prompt", "like", "hot*")))),
+        ("a_face:([0 TO 0.1] >0.9)", Or((Range("a_face", "0", "0.1"), Term("a_face", ">", "0.9")))),
+        ("a_face:(-0.5 OR .5)", Or((Term("a_face", "=", "-0.5"), Term("a_face", "=", ".5")))),  # a number
+        ("a_face:(-.5)", Term("a_face", "=", "-.5")),
+        ("a_face:(--0.5)", Not(Term("a_face", "=", "-0.5"))),
+        ("a_face:(* -[0 TO 1])", And((Exists("a_face"), Not(Range("a_face", "0", "1"))))),
+        (
+            r"source:(\-x \AND \+y)",
+            Or((Term("source", "=", "-x"), Term("source", "=", "AND"), Term("source", "=", "+y"))),
+        ),
+        ('source:("AND" "OR")', Or((Term("source", "=", "AND"), Term("source", "=", "OR")))),
+        ("source:(a:b)", Term("source", "=", "a:b")),
+        ("-source:(sketch folder)", Not(Or((SK, FO)))),
+        ("+source:(sketch folder) -is_blank:true", And((Or((SK, FO)), Not(Term("is_blank", "=", "true"))))),
+        ("+source:sketch", SK),
+        ("+source:sketch +is_blank:true", And((SK, Term("is_blank", "=", "true")))),
+        ("NOT +source:sketch", Not(SK)),
+        ("source:+1", Term("source", "=", "+1")),  # after ':' a + belongs to the value
+        (r"odd\:name:1", Term("odd:name", "=", "1")),
+        (r"my\ field:x", Term("my field", "=", "x")),
+        (r"\AND:x", Term("AND", "=", "x")),
+        (r"\-x:1", Term("-x", "=", "1")),
+        (r"source_name:img\(1\).png", Term("source_name", "=", "img(1).png")),
+        (r"prompt:\+\-\&\&\|\|\!\^\~\:\/", Term("prompt", "=", "+-&&||!^~:/")),
+    ],
+)
+def test_parse_groups_prefixes_and_escapes(text: str, tree: object) -> None:
+    assert parse(text) == tree
+    assert parse(tree.to_text()) == tree
+
+
+def test_group_terms_point_at_the_field_and_their_own_value() -> None:
+    tree = parse("a_face:(0.1 abc)")
+    first, second = tree.children
+    assert (first.pos, first.value_pos) == (0, 8)
+    assert (second.pos, second.value_pos) == (0, 12)
+    err = error_of("a_face:(0.1 abc)", COLUMNS)
+    assert err.position == 12 and "expected a number, got 'abc'" in err.message
+    err = error_of("nope:(a b)", COLUMNS)
+    assert err.position == 0 and "unknown field 'nope'" in err.message
+
+
+@pytest.mark.parametrize(
+    ("text", "position", "expected"),
+    [
+        (
+            "source:()",
+            8,
+            "expected a value, '*', a range [a TO b], a comparison (>, >=, <, <=) or '(' in the group of 'source', found ')'",
+        ),
+        ("source:(a", 9, "expected ')' to close the group of 'source' opened at position 7, found end of filter"),
+        ("source:(a ]", 10, "expected ')' to close the group of 'source' opened at position 7, found ']'"),
+        ("source:(a OR)", 12, "in the group of 'source', found ')'"),
+        ("source:(a AND)", 13, "in the group of 'source'"),
+        ("source:(+)", 9, "in the group of 'source', found ')'"),
+        ("source:(a -)", 11, "in the group of 'source'"),
+        ("source:((a)", 11, "expected ')' to close the group of 'source' opened at position 7"),
+        ("a_face:([0 TO 1)", 15, "expected ']' or '}' to close the range opened at position 8"),
+        ("a_face:(>)", 9, "expected a value after '>', found ')'"),
+        ('source:("a)', 8, "unterminated quoted value"),
+        ("source:(a\\", 10, "expected a character after the escaping backslash"),
+        ("+", 1, "expected a clause (field:value), NOT or '(', found end of filter"),
+        ("source:x +", 10, "expected a clause"),
+        ("odd\\", 4, "expected a character after the escaping backslash"),
+        ("source:x) OR source:(y)", 8, "unbalanced ')'"),
+    ],
+)
+def test_group_and_prefix_errors_name_position_and_expectation(text: str, position: int, expected: str) -> None:
+    err = error_of(text)
+    assert err.position == position
+    assert expected in err.message
+    assert str(err).splitlines()[-1] == "  " + " " * position + "^"
+
+
+@pytest.mark.parametrize(
+    ("text", "ids"),
+    [
+        ("source:(sketch OR folder)", {1, 2, 4, 7}),
+        ("source:(sketch folder)", {1, 2, 4, 7}),
+        ("source:(sketch AND folder)", set()),
+        ("source:(sk* -sketch)", set()),
+        ("source:(*ketch -sketch)", {5}),
+        ("prompt:(+*hot* +*dog?)", {3, 7}),
+        ("prompt:(*hot* *face*) -prompt:*dogs*", {1, 2, 7}),
+        ("prompt:(*hot* *face* -*dogs*)", {1, 2, 7}),
+        ("a_face:([0 TO 0.1] >0.9)", {1, 4, 7}),
+        ("a_face:(-0.5 OR 0.75)", {3, 6}),
+        ("a_face:(* -[0 TO 1])", {6}),
+        ("width:(512 1024) +source:sketch", {2}),
+        ("-source:(sketch folder)", {3, 5, 6}),
+        ("+id:[1 TO 4] -id:(2 3)", {1, 4}),
+        ("NOT is_blank:(true)", {1, 2, 4, 5, 6, 7}),
+        (rf'source:("{INJECTION}" sketch)', {1, 2, 6, 7}),
+        (r"prompt:(hot\*dog\? it\'s)", {6, 7}),
+    ],
+)
+def test_groups_select_rows(con: duckdb.DuckDBPyConnection, text: str, ids: set[int]) -> None:
+    assert select(con, text) == ids
+
+
+def _rhs_text(leaf: object, escape_style: str) -> str:
+    """A leaf's right-hand side as it may stand inside its field's group."""
+    text = leaf.to_text()[len(leaf.field) + 1 :]
+    if isinstance(leaf, Term) and leaf.op == "=" and not text.startswith('"'):
+        lead, rest = text[:1], text[1:]
+        risky = text.upper() in ("AND", "OR", "NOT") or (lead in "+!" or (lead == "-" and not re.match(r"\.?\d", rest)))
+        if risky:
+            return "\\" + text if escape_style == "escape" else '"' + text + '"'
+    return text
+
+
+GROUP_LEAVES = {name: _ordered_leaf(name) for name in ORDERED} | {
+    "source": st.one_of(
+        st.builds(Term, st.just("source"), st.just("="), TEXT_VALUES.filter(lambda v: "\\" not in v and '"' not in v)),
+        st.builds(Term, st.just("source"), st.just("like"), PATTERNS),
+        st.builds(Exists, st.just("source")),
+    ),
+    "is_blank": st.builds(Term, st.just("is_blank"), st.just("="), st.sampled_from(["true", "false"])),
+}
+OCCURS = st.sampled_from(["", "+", "-"])
+
+
+@st.composite
+def grouped_clauses(draw: st.DrawFn) -> tuple[str, object]:
+    """A field group as text, and what it means: (required, prohibited, alternatives) leaves."""
+    field = draw(st.sampled_from(sorted(GROUP_LEAVES)))
+    items = draw(st.lists(st.tuples(OCCURS, GROUP_LEAVES[field]), min_size=1, max_size=4))
+    style = draw(st.sampled_from(["escape", "quote"]))
+    text = f"{field}:(" + " ".join(occur + _rhs_text(leaf, style) for occur, leaf in items) + ")"
+    return text, ("group", items)
+
+
+@st.composite
+def lucene_filters(draw: st.DrawFn) -> tuple[str, object]:
+    """Top-level sequences of prefixed clauses and groups, joined by OR."""
+    seqs = []
+    for _ in range(draw(st.integers(1, 2))):
+        elements = draw(
+            st.lists(
+                st.tuples(OCCURS, st.one_of(grouped_clauses(), LEAVES.map(lambda t: (t.to_text(), t)))),
+                min_size=1,
+                max_size=3,
+            )
+        )
+        seqs.append(elements)
+    text = " OR ".join(" ".join(occur + sub for occur, (sub, _) in seq) for seq in seqs)
+    return text, seqs
+
+
+def _group_holds(items: list, row: dict[str, object]) -> bool:
+    required = [leaf for occur, leaf in items if occur == "+"]
+    prohibited = [leaf for occur, leaf in items if occur == "-"]
+    plain = [leaf for occur, leaf in items if occur == ""]
+    return (
+        all(_holds(leaf, row) for leaf in required)
+        and not any(_holds(leaf, row) for leaf in prohibited)
+        and (not plain or any(_holds(leaf, row) for leaf in plain))
+    )
+
+
+def _lucene_holds(seqs: list, row: dict[str, object]) -> bool:
+    """Lucene's meaning written plainly: at the top level every unprefixed or + element is required."""
+
+    def element(meaning: object) -> bool:
+        if isinstance(meaning, tuple) and meaning[0] == "group":
+            return _group_holds(meaning[1], row)
+        return _holds(meaning, row)
+
+    return any(all((not element(m)) if occur == "-" else element(m) for occur, (_, m) in seq) for seq in seqs)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lucene_filters())
+def test_groups_and_prefixes_select_what_the_reference_evaluator_selects(
+    con: duckdb.DuckDBPyConnection, case: tuple[str, list]
+) -> None:
+    text, seqs = case
+    rows = [dict(zip(list(COLUMNS), row, strict=True)) for row in ROWS]
+    assert select(con, text) == {row["id"] for row in rows if _lucene_holds(seqs, row)}
+    tree = parse(text)
+    assert parse(tree.to_text()) == tree
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=8).filter(lambda s: s.strip() == s and s), TEXT_VALUES)
+def test_any_field_name_prints_escaped_and_parses_back(name: str, value: str) -> None:
+    tree = Term(name, "=", value)
+    assert parse(tree.to_text()) == tree
+    columns = {name: "VARCHAR"}
+    where, params = compile_filter(tree.to_text(), columns)
+    assert params == [value]

@@ -5,15 +5,19 @@ A filter selects rows of a catalog relation (a DuckDB view) by its columns, e.g.
     a_face:[0.58 TO 0.99] AND source:sketch
     (source:diffusion OR source:sketch) NOT is_blank:true
     width:>=512 prompt:"two hot dogs" -prompt:*burger*
+    source:(sketch OR folder) +top_label:(face hamburger) -caption:(*night* *dark*)
 
 Grammar (EBNF; keywords are case-insensitive, whitespace separates tokens)::
 
     filter     = or_expr ;
     or_expr    = and_expr , { ( "OR" | "||" ) , and_expr } ;
-    and_expr   = unary , { [ "AND" | "&&" ] , unary } ;     (* no operator = implicit AND *)
-    unary      = ( "NOT" | "!" | "-" ) , unary | primary ;
+    and_expr   = seq , { ( "AND" | "&&" ) , seq } ;
+    seq        = item , { item } ;                  (* juxtaposition: Lucene's default operator *)
+    item       = [ "+" | "-" | "!" | "NOT" ] , unary ;
+    unary      = ( "NOT" | "!" | "-" ) , unary | "+" , unary | primary ;
     primary    = "(" , or_expr , ")" | clause ;
-    clause     = field , ":" , rhs ;
+    clause     = field , ":" , ( group | rhs ) ;
+    group      = "(" , or_expr , ")" ;              (* inside, every primary is an rhs of the field *)
     rhs        = range | comparison | "*" | pattern | value ;
     range      = ( "[" | "{" ) , bound , "TO" , bound , ( "]" | "}" ) ;
     bound      = "*" | value ;
@@ -22,7 +26,7 @@ Grammar (EBNF; keywords are case-insensitive, whitespace separates tokens)::
     pattern    = bare word holding an unescaped "*" or "?" ;
     quoted     = '"' , { char | "\\" , char } , '"' | "'" , { char | "\\" , char } , "'" ;
     bare       = { char - ( whitespace | "(" | ")" | "[" | "]" | "{" | "}" ) | "\\" , char } ;
-    field      = a column of the relation, matched case-insensitively (AND, OR, NOT are reserved) ;
+    field      = a column of the relation, matched case-insensitively; "\\" escapes any character ;
 
 Meaning:
 
@@ -38,11 +42,26 @@ Meaning:
   and ``\\?`` are literal. ``%`` and ``_`` are ordinary characters (escaped for SQL LIKE).
 - Precedence is NOT > AND > OR; adjacent clauses are joined by AND (``a:1 b:2`` = ``a:1 AND b:2``),
   so ``a:1 OR b:2 c:3`` = ``a:1 OR (b:2 AND c:3)``. Parentheses group.
+- ``+`` marks a required clause and ``-`` (or ``!``, ``NOT``) a prohibited one. Outside a field group
+  adjacent clauses are all required anyway, so ``+a:1 -b:2`` = ``a:1 AND NOT b:2``.
+- Field grouping (Lucene's ``field:(...)``): ``source:(sketch OR folder)`` applies the field to every
+  value inside, which may be values, wildcards, ranges, comparisons, ``*`` and nested groups with
+  AND, OR, NOT. Inside a group the default operator is OR, as in Lucene: adjacent plain values are
+  alternatives, ``label:(face hamburger)`` = ``label:face OR label:hamburger`` (a field holds one
+  value, so a list of values is a choice). ``+`` values are all required and ``-`` values all
+  excluded: ``caption:(*red* *blue* -*circle*)`` = ``(caption:*red* OR caption:*blue*) AND NOT
+  caption:*circle*``, and ``caption:(+*red* +*circle*)`` needs both. Unlike Lucene's scoring
+  queries, plain values beside a ``+`` value still narrow the match (a filter has no score to
+  boost). Adjacent values bind tighter than explicit AND and OR. In a group ``-`` before a value is
+  "exclude", except right before a digit (``a_face:(-0.5 OR 0.5)`` holds the number -0.5).
 - A clause on a missing (NULL) value is false, and NOT is the exact complement: every row matches
   either ``X`` or ``NOT X``, never both, never neither.
 - A bare value runs to the next whitespace or bracket and may hold ``:`` (``path:/a/b:c.png``);
   quote values with spaces or brackets, and escape with a backslash inside quotes (``"say \\"hi\\""``).
-  ``-`` or ``!`` right after ``:`` belongs to the value (``a_face:-0.5``).
+  ``-``, ``+`` or ``!`` right after ``:`` belongs to the value (``a_face:-0.5``).
+- Escaping: a backslash makes the next character literal in bare values and field names, as in
+  Lucene: ``source_name:img\\(1\\).png``, ``prompt:two\\ dogs``, ``label:(\\-x \\AND)``,
+  ``odd\\:name:1``. Quoting does the same for values.
 
 Safety: user text never reaches SQL as text. Field names are checked against the relation's
 columns and written as quoted identifiers taken from that known list; every value is a bound ``?``
@@ -110,6 +129,8 @@ class FilterError(ValueError):
 _SAFE_BARE = re.compile(r"[^\s()\[\]{}\"'\\*?<>]+")
 # Characters a printed wildcard pattern escapes with a backslash so the word stays one bare token.
 _PATTERN_ESCAPE = set(" \t\r\n\f\v()[]{}\"'<>")
+# Characters a printed field name escapes (they end a field word in the tokenizer).
+_FIELD_ESCAPE = set("()[]{}:\"'\\")
 
 
 def _format_value(value: str) -> str:
@@ -117,6 +138,17 @@ def _format_value(value: str) -> str:
     if _SAFE_BARE.fullmatch(value):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _format_field(name: str) -> str:
+    """A field name as filter text: characters that would end or change the word are backslash-escaped."""
+    out = []
+    for i, ch in enumerate(name):
+        special = ch.isspace() or ch in _FIELD_ESCAPE or (i == 0 and ch in "-!+")
+        special = special or (ch in "&|" and name[i + 1 : i + 2] == ch)
+        out.append("\\" + ch if special else ch)
+    text = "".join(out)
+    return "\\" + text if name.upper() in _KEYWORDS else text
 
 
 def _format_pattern(pattern: str) -> str:
@@ -150,9 +182,9 @@ class Term:
 
     def to_text(self) -> str:
         if self.op == "like":
-            return f"{self.field}:{_format_pattern(self.value)}"
+            return f"{_format_field(self.field)}:{_format_pattern(self.value)}"
         prefix = "" if self.op == "=" else self.op
-        return f"{self.field}:{prefix}{_format_value(self.value)}"
+        return f"{_format_field(self.field)}:{prefix}{_format_value(self.value)}"
 
 
 @dataclass(frozen=True)
@@ -173,7 +205,7 @@ class Range:
         high = "*" if self.high is None else _format_value(self.high)
         opener = "[" if self.low_inclusive else "{"
         closer = "]" if self.high_inclusive else "}"
-        return f"{self.field}:{opener}{low} TO {high}{closer}"
+        return f"{_format_field(self.field)}:{opener}{low} TO {high}{closer}"
 
 
 @dataclass(frozen=True)
@@ -184,7 +216,7 @@ class Exists:
     pos: int | None = _field(default=None, compare=False, repr=False)
 
     def to_text(self) -> str:
-        return f"{self.field}:*"
+        return f"{_format_field(self.field)}:*"
 
 
 @dataclass(frozen=True)
@@ -230,10 +262,11 @@ def _wrap(node: Node, group_types: tuple[type, ...]) -> str:
 # Tokenizer
 # ----------------------------------------------------------------------------------------------
 
-# The parser asks for the next token in one of two modes, because the same character means
-# different things in a clause position and in a value position ("-" is NOT before a clause but a
-# minus sign in "a_face:-0.5"; ":" ends a field name but belongs to "path:/a:b").
-_EXPR, _VALUE = "expr", "value"
+# The parser asks for the next token in one of three modes, because the same character means
+# different things in a clause position, a value position and an item of a field group ("-" is NOT
+# before a clause but a minus sign in "a_face:-0.5"; ":" ends a field name but belongs to
+# "path:/a:b"; inside "label:(face -x)" words are values and "-" excludes).
+_EXPR, _VALUE, _GROUP = "expr", "value", "group"
 _PUNCT = set("()[]{}:")
 _VALUE_STOP = set("()[]{}")
 _KEYWORDS = {"AND", "OR", "NOT"}
@@ -241,7 +274,7 @@ _KEYWORDS = {"AND", "OR", "NOT"}
 
 @dataclass(frozen=True)
 class _Token:
-    kind: str  # "(" ")" "[" "]" "{" "}" ":" AND OR NOT CMP WORD QUOTED STAR PATTERN EOF
+    kind: str  # "(" ")" "[" "]" "{" "}" ":" AND OR NOT PLUS CMP WORD QUOTED STAR PATTERN EOF
     text: str  # keyword/operator, unescaped value, or canonical glob for PATTERN
     pos: int
     end: int
@@ -255,6 +288,20 @@ def _describe(tok: _Token, source: str) -> str:
     return repr(raw if len(raw) <= 30 else raw[:27] + "...")
 
 
+def _operator(text: str, pos: int) -> _Token | None:
+    """``&&``, ``||``, ``!``, ``-`` and ``+`` where a clause or a group item may start."""
+    two = text[pos : pos + 2]
+    if two == "&&":
+        return _Token("AND", "AND", pos, pos + 2)
+    if two == "||":
+        return _Token("OR", "OR", pos, pos + 2)
+    if text[pos] in "-!":
+        return _Token("NOT", "NOT", pos, pos + 1)
+    if text[pos] == "+":
+        return _Token("PLUS", "+", pos, pos + 1)
+    return None
+
+
 def _next_token(text: str, pos: int, mode: str) -> _Token:
     """The token starting at or after ``pos`` (whitespace skipped), read in ``mode``."""
     n = len(text)
@@ -266,29 +313,48 @@ def _next_token(text: str, pos: int, mode: str) -> _Token:
     two = text[pos : pos + 2]
     if ch in "\"'":
         return _read_quoted(text, pos)
-    if mode == _VALUE:
+    if mode in (_VALUE, _GROUP):
         if two in (">=", "<="):
             return _Token("CMP", two, pos, pos + 2)
         if ch in "<>":
             return _Token("CMP", ch, pos, pos + 1)
         if ch in _VALUE_STOP:
             return _Token(ch, ch, pos, pos + 1)
+        if mode == _GROUP:
+            negative_number = ch == "-" and re.match(r"-\.?\d", text[pos : pos + 3])
+            op = None if negative_number else _operator(text, pos)
+            if op is not None:
+                return op
+            tok = _read_bare(text, pos)
+            if tok.kind == "WORD" and text[tok.pos : tok.end].upper() in _KEYWORDS:
+                return _Token(tok.text.upper(), tok.text.upper(), tok.pos, tok.end)
+            return tok
         return _read_bare(text, pos)
     if ch in _PUNCT:
         return _Token(ch, ch, pos, pos + 1)
-    if two == "&&":
-        return _Token("AND", "AND", pos, pos + 2)
-    if two == "||":
-        return _Token("OR", "OR", pos, pos + 2)
-    if ch in "-!":
-        return _Token("NOT", "NOT", pos, pos + 1)
-    end = pos
-    while end < n and not text[end].isspace() and text[end] not in _PUNCT and text[end] not in "\"'":
-        end += 1
-    word = text[pos:end]
-    if word.upper() in _KEYWORDS:
-        return _Token(word.upper(), word.upper(), pos, end)
-    return _Token("WORD", word, pos, end)
+    op = _operator(text, pos)
+    if op is not None:
+        return op
+    return _read_field_word(text, pos)
+
+
+def _read_field_word(text: str, start: int) -> _Token:
+    """A word in clause position (a field name or a keyword); a backslash escapes the next character."""
+    out: list[str] = []
+    i = start
+    while i < len(text) and not text[i].isspace() and text[i] not in _PUNCT and text[i] not in "\"'":
+        if text[i] == "\\":
+            if i + 1 >= len(text):
+                raise FilterError("expected a character after the escaping backslash", i + 1)
+            out.append(text[i + 1])
+            i += 2
+            continue
+        out.append(text[i])
+        i += 1
+    raw, word = text[start:i], "".join(out)
+    if raw.upper() in _KEYWORDS:
+        return _Token(raw.upper(), raw.upper(), start, i)
+    return _Token("WORD", word, start, i)
 
 
 def _read_quoted(text: str, start: int) -> _Token:
@@ -344,7 +410,15 @@ def _read_bare(text: str, start: int) -> _Token:
 
 
 class _Parser:
-    """Recursive descent over :func:`_next_token`, one method per grammar rule."""
+    """Recursive descent over :func:`_next_token`, one method per grammar rule.
+
+    ``field`` is None at the top level and the field's name token inside a field group, where
+    every primary is a right-hand side of that field and adjacent items combine as Lucene's
+    default operator OR does.
+    """
+
+    _TOP_STARTS = frozenset({"WORD", "NOT", "PLUS", "("})
+    _GROUP_STARTS = frozenset({"WORD", "QUOTED", "PATTERN", "STAR", "CMP", "NOT", "PLUS", "(", "[", "{"})
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -360,10 +434,14 @@ class _Parser:
     def fail(self, expected: str, tok: _Token) -> FilterError:
         return FilterError(f"expected {expected}, found {_describe(tok, self.text)}", tok.pos)
 
+    @staticmethod
+    def mode(field: _Token | None) -> str:
+        return _EXPR if field is None else _GROUP
+
     def parse(self) -> Node:
         if not self.text.strip():
             raise FilterError("the filter is empty; expected a clause such as field:value")
-        node = self.or_expr()
+        node = self.or_expr(None)
         tok = self.peek()
         if tok.kind == ")":
             raise FilterError("unbalanced ')': there is no '(' for it to close", tok.pos)
@@ -371,41 +449,76 @@ class _Parser:
             raise self.fail("AND, OR, NOT, a clause (field:value) or the end of the filter", tok)
         return node
 
-    def or_expr(self) -> Node:
-        children = [self.and_expr()]
-        while self.peek().kind == "OR":
-            self.take(self.peek())
-            children.append(self.and_expr())
+    def or_expr(self, field: _Token | None) -> Node:
+        children = [self.and_expr(field)]
+        while self.peek(self.mode(field)).kind == "OR":
+            self.take(self.peek(self.mode(field)))
+            children.append(self.and_expr(field))
         return children[0] if len(children) == 1 else Or(tuple(children))
 
-    def and_expr(self) -> Node:
-        children = [self.unary()]
-        while True:
-            tok = self.peek()
-            if tok.kind == "AND":
-                self.take(tok)
-            elif tok.kind not in ("WORD", "NOT", "("):  # anything that starts a clause: implicit AND
-                break
-            children.append(self.unary())
+    def and_expr(self, field: _Token | None) -> Node:
+        children = self.seq(field)
+        while (tok := self.peek(self.mode(field))).kind == "AND":
+            self.take(tok)
+            children += self.seq(field)
         return children[0] if len(children) == 1 else And(tuple(children))
 
-    def unary(self) -> Node:
-        tok = self.peek()
+    def seq(self, field: _Token | None) -> list[Node]:
+        """Adjacent items, as the members of an AND: required and prohibited items, and the plain ones.
+
+        At the top level plain items are required (the default operator is AND); in a field group
+        they are alternatives, so they become one OR member where the first of them stood.
+        """
+        starts = self._TOP_STARTS if field is None else self._GROUP_STARTS
+        members: list[Node | None] = []
+        plain: list[Node] = []
+        while True:
+            occur, node = self.item(field)
+            if occur == "not":
+                members.append(Not(node))
+            elif occur == "plain" and field is not None:
+                if not plain:
+                    members.append(None)  # where the alternatives go
+                plain.append(node)
+            else:
+                members.append(node)
+            if self.peek(self.mode(field)).kind not in starts:
+                break
+        alternatives = plain[0] if len(plain) == 1 else Or(tuple(plain))
+        return [alternatives if m is None else m for m in members]
+
+    def item(self, field: _Token | None) -> tuple[str, Node]:
+        tok = self.peek(self.mode(field))
+        if tok.kind == "PLUS":
+            self.take(tok)
+            return "required", self.unary(field)
         if tok.kind == "NOT":
             self.take(tok)
-            return Not(self.unary())
-        return self.primary()
+            return "not", self.unary(field)
+        return "plain", self.unary(field)
 
-    def primary(self) -> Node:
-        tok = self.peek()
+    def unary(self, field: _Token | None) -> Node:
+        tok = self.peek(self.mode(field))
+        if tok.kind == "NOT":
+            self.take(tok)
+            return Not(self.unary(field))
+        if tok.kind == "PLUS":  # required is what a clause is anyway once it stands alone
+            self.take(tok)
+            return self.unary(field)
+        return self.primary(field)
+
+    def primary(self, field: _Token | None) -> Node:
+        tok = self.peek(self.mode(field))
         if tok.kind == "(":
             self.take(tok)
-            node = self.or_expr()
-            close = self.peek()
+            node = self.or_expr(field)
+            close = self.peek(self.mode(field))
             if close.kind != ")":
                 raise self.fail(f"')' to close the '(' at position {tok.pos}", close)
             self.take(close)
             return node
+        if field is not None:
+            return self.rhs(field, tok, in_group=True)
         if tok.kind == "WORD":
             return self.clause()
         raise self.fail("a clause (field:value), NOT or '('", tok)
@@ -417,6 +530,18 @@ class _Parser:
             raise self.fail(f"':' after the field name {name.text!r} (clauses are field:value)", colon)
         self.take(colon)
         tok = self.peek(_VALUE)
+        if tok.kind == "(":
+            self.take(tok)
+            node = self.or_expr(name)
+            close = self.peek(_GROUP)
+            if close.kind != ")":
+                raise self.fail(f"')' to close the group of {name.text!r} opened at position {tok.pos}", close)
+            self.take(close)
+            return node
+        return self.rhs(name, tok, in_group=False)
+
+    def rhs(self, name: _Token, tok: _Token, in_group: bool) -> Node:
+        """What follows ``field:`` (or stands for the field inside its group), starting at ``tok``."""
         if tok.kind in ("[", "{"):
             return self.range(name)
         if tok.kind == "CMP":
@@ -435,6 +560,11 @@ class _Parser:
         if tok.kind in ("WORD", "QUOTED"):
             self.take(tok)
             return Term(name.text, "=", tok.text, pos=name.pos, value_pos=tok.pos)
+        if in_group:
+            raise self.fail(
+                f"a value, '*', a range [a TO b], a comparison (>, >=, <, <=) or '(' in the group of {name.text!r}",
+                tok,
+            )
         raise self.fail(f"a value, '*', a range [a TO b] or a comparison (>, >=, <, <=) after '{name.text}:'", tok)
 
     def range(self, name: _Token) -> Range:
