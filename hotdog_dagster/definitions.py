@@ -11,13 +11,13 @@ import dagster as dg
 
 from hotdog_dagster.core.labels.scoring import LabelSet, fingerprint
 from hotdog_dagster.core.settings import Profile, load_profile
-from hotdog_dagster.defs import catalog, clean, embed, index, ingest, label
+from hotdog_dagster.defs import catalog, clean, embed, index, ingest, label, search
 from hotdog_dagster.defs.catalog.dbt import dbt_resource
 from hotdog_dagster.defs.ingest.sensors import BATCH_JOB
 from hotdog_dagster.defs.shared import batches
 from hotdog_dagster.resources import resources_for
 
-STAGES = (ingest, embed, index, clean, label, catalog)
+STAGES = (ingest, embed, index, clean, label, catalog, search)
 ASSETS = [a for stage in STAGES for a in stage.ASSETS]
 CHECKS = [c for stage in STAGES for c in stage.CHECKS]
 SENSORS = [s for stage in STAGES for s in stage.SENSORS]

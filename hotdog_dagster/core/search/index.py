@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -161,8 +162,30 @@ def update_from_store(store: Store, kind: str = "auto", rebuild: bool = False) -
         "bytes_indexed": total,
     }
     (staging / "meta.json").write_text(json.dumps(meta, indent=1))
+    _carry_over(store.index_dir, staging)
     replace_dir(staging, store.index_dir)
     return info
+
+
+#: The files this module writes under ``index/``; anything else there (the keyword index) is kept.
+OWN_FILES = frozenset({"images.faiss", "ids.parquet", "meta.json"})
+
+
+def _carry_over(current: Path, staging: Path) -> None:
+    """Hard-link the other indexes' files into the staging directory, so swapping it in keeps them.
+
+    ``keyword_index`` runs after ``image_index`` (it depends on it), so nothing writes these files
+    while the swap happens.
+    """
+    if not current.is_dir():
+        return
+    for entry in current.iterdir():
+        if entry.name in OWN_FILES or entry.name.startswith(".") or not entry.is_file():
+            continue
+        try:
+            os.link(entry, staging / entry.name)
+        except OSError:
+            shutil.copy2(entry, staging / entry.name)
 
 
 def build_from_store(store: Store, kind: str = "auto") -> IndexInfo:
