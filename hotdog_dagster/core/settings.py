@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hotdog_dagster.core.io.decode import DEFAULT_MAX_PIXELS
 from hotdog_dagster.core.model.names import SKETCH_MODEL
@@ -110,6 +110,71 @@ class LabelSettings(Settings):
 
         LabelSet.build(value)  # raises LabelSetError (a ValueError) naming the bad label
         return value
+
+
+class GenerateSettings(Settings):
+    """Stable Diffusion generation (the ``diffusion`` source); every field that shapes the pixels is
+    written into each batch manifest, so any partition, or any one image, regenerates identically."""
+
+    model: str = Field(
+        "CompVis/stable-diffusion-v1-4",
+        description="diffusers model: a local folder, a Hugging Face id already in the local cache, or tiny-random",
+    )
+    prompts: list[str] = Field(
+        default_factory=lambda: ["a photo of a hot dog"], description="used in turn, image by image"
+    )
+    prompt_file: str = Field("", description="text file, one prompt per line (# starts a comment); adds to prompts")
+    templates: list[str] = Field(default_factory=lambda: ["{}"], description="every prompt goes into every template")
+    negative_prompt: str = Field("", description="what to steer away from (needs guidance > 1)")
+    steps: int = Field(50, ge=1, le=1000, description="denoising steps (2-8 for LCM or turbo models)")
+    guidance: float = Field(7.5, ge=0, le=50, description="classifier-free guidance scale; 1 or less turns it off")
+    scheduler: str = Field("default", description="sampler by name (default: the model's own); see schedulers.py")
+    width: int = Field(512, ge=8, le=4096, multiple_of=8, description="pixels, a multiple of 8")
+    height: int = Field(512, ge=8, le=4096, multiple_of=8, description="pixels, a multiple of 8")
+    batch_size: int = Field(4, ge=1, description="images per denoising pass; lower it when the GPU runs out of memory")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="auto: fp16 weights on a GPU, fp32 on the CPU"
+    )
+    compile: bool = Field(False, description="torch.compile the denoiser (GPU; the first batch pays for compiling)")
+    safety_checker: bool = Field(True, description="run the model's safety checker; flagged images are blanked")
+    seed: int = Field(0, ge=0, description="run seed: image seeds derive from (seed, partition, index)")
+    fused_embedding: bool = Field(False, description="embed images from memory in the generating step (no re-read)")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not _DEVICE_RE.match(value):
+            raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {value!r}")
+        return value
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler(cls, value: str) -> str:
+        from hotdog_dagster.core.model.schedulers import check_scheduler
+
+        return check_scheduler(value)  # SchedulerError (a ValueError) lists the valid names
+
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, value: list[str]) -> list[str]:
+        for t in value:
+            if t.count("{}") != 1:
+                raise ValueError(f"prompt template {t!r} must contain '{{}}' exactly once, where the prompt goes")
+        return value or ["{}"]
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("model must name a diffusers model folder or Hugging Face id")
+        return value
+
+    @model_validator(mode="after")
+    def _some_prompt(self) -> GenerateSettings:
+        if not self.prompt_file and not any(p.strip() for p in self.prompts):
+            raise ValueError("give at least one prompt (prompts) or a prompt_file")
+        return self
 
 
 class Profile(Settings):

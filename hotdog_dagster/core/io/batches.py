@@ -8,6 +8,7 @@ the UI, a backfill or ``dagster asset materialize``, with the same result each t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -15,13 +16,16 @@ import re
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import ValidationError
 
 from hotdog_dagster.core.io.store import Store, atomic_path, check_partition_key
+from hotdog_dagster.core.settings import GenerateSettings, describe_errors
 
 log = logging.getLogger(__name__)
 
-Source = Literal["sketch", "folder"]
+Source = Literal["sketch", "folder", "diffusion"]
 
 
 @dataclass(frozen=True)
@@ -36,15 +40,17 @@ class BatchSpec:
     # folder / zip
     root: str = ""
     files: list[str] = field(default_factory=list)
+    # diffusion (seed, start and count as for sketch): GenerateSettings values with this partition's prompts
+    generate: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_partition_key(self.key)
-        if self.source not in ("sketch", "folder"):
-            raise ValueError(f"unknown source {self.source!r}: use 'sketch' or 'folder'")
+        if self.source not in ("sketch", "folder", "diffusion"):
+            raise ValueError(f"unknown source {self.source!r}: use 'sketch', 'folder' or 'diffusion'")
 
     @property
     def size_hint(self) -> int:
-        return self.count if self.source == "sketch" else len(self.files)
+        return len(self.files) if self.source == "folder" else self.count
 
 
 def save_batch(store: Store, spec: BatchSpec) -> Path:
@@ -187,3 +193,136 @@ def check_sketch_overlap(existing: list[BatchSpec], new: list[BatchSpec]) -> Non
                     f"existing batch {key} (images {start}..{start + count - 1}); use the same --partition-size as "
                     "before, another --seed, or a fresh HOTDOG_HOME"
                 )
+
+
+# -- diffusion ------------------------------------------------------------------------------------
+
+#: Generation settings that never change a pixel, left out of :func:`params_fingerprint`.
+NON_PIXEL_FIELDS = frozenset({"fused_embedding"})
+#: Bump when the way a manifest becomes pixels changes (seed derivation, prompt order, PNG encoding),
+#: so every diffusion partition's fingerprint changes with it.
+GENERATION_RECIPE = 1
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """One image of a diffusion partition: with the partition's settings, this fixes its pixels."""
+
+    index: int  # position within the partition
+    source_name: str
+    prompt: str
+    negative_prompt: str
+    seed: int
+
+
+def expand_prompts(settings: GenerateSettings) -> list[str]:
+    """The run's prompts in order: ``prompts``, then the lines of ``prompt_file``, each in every template.
+
+    Read once, at plan time: the manifest keeps the result, so editing the file later changes
+    nothing until the batches are planned again (which then changes their fingerprints).
+    """
+    subjects = [p.strip() for p in settings.prompts if p.strip()]
+    if settings.prompt_file:
+        path = Path(settings.prompt_file).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"prompt file {path} does not exist (generate.prompt_file)")
+        lines = path.read_text(encoding="utf-8").splitlines()
+        subjects += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if not subjects:
+            raise ValueError(f"prompt file {path} holds no prompts (one per line; lines starting with # are comments)")
+    return [t.replace("{}", s) for s in subjects for t in settings.templates]
+
+
+def image_seed(run_seed: int, partition: str, index: int) -> int:
+    """The seed of one image: a hash of (run seed, partition, index), 63 bits so it fits an int64 column.
+
+    A hash rather than ``run_seed + index`` so that neighbouring images, partitions and runs draw
+    unrelated noise, and any one image's seed is known without generating the others.
+    """
+    digest = hashlib.blake2b(f"{run_seed}\0{partition}\0{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def partition_prompts(prompts: list[str], start: int, count: int) -> list[str]:
+    """The prompts of images ``start .. start+count-1`` of a run that uses ``prompts`` in turn.
+
+    Image ``j`` of the partition uses ``result[j % len(result)]``; the list is never longer than
+    the partition, so a long prompt file is not copied into every manifest.
+    """
+    n = len(prompts)
+    if n <= count:
+        k = start % n
+        return prompts[k:] + prompts[:k]
+    return [prompts[(start + j) % n] for j in range(count)]
+
+
+def plan_diffusion(
+    settings: GenerateSettings, images: int, partition_size: int, prefix: str = "diffusion"
+) -> list[BatchSpec]:
+    """Split ``images`` generated with ``settings`` into partitions of ``partition_size``.
+
+    Keys are ``<prefix>-s<seed>-<start>``: planning again with other parameters keeps the keys and
+    replaces the manifests, so the changed partitions' fingerprints (their data versions) change.
+    """
+    if images <= 0 or partition_size <= 0:
+        raise ValueError(f"images ({images}) and partition size ({partition_size}) must be positive")
+    prompts = expand_prompts(settings)
+    base = {k: v for k, v in settings.values().items() if k != "seed"}
+    base.update(prompt_file="", templates=["{}"])
+    specs = []
+    for start in range(0, images, partition_size):
+        count = min(partition_size, images - start)
+        specs.append(
+            BatchSpec(
+                key=f"{prefix}-s{settings.seed}-{start:07d}",
+                source="diffusion",
+                seed=settings.seed,
+                start=start,
+                count=count,
+                generate={**base, "prompts": partition_prompts(prompts, start, count)},
+            )
+        )
+    return specs
+
+
+def generate_settings(spec: BatchSpec) -> GenerateSettings:
+    """The generation settings a diffusion manifest records (its prompts are the partition's own)."""
+    if spec.source != "diffusion":
+        raise ValueError(f"batch {spec.key} is a {spec.source} batch, not a diffusion batch")
+    try:
+        return GenerateSettings(**{**spec.generate, "seed": spec.seed})
+    except ValidationError as exc:
+        raise ValueError(describe_errors(exc, f"the manifest of batch {spec.key}")) from None
+
+
+def diffusion_requests(spec: BatchSpec) -> list[ImageRequest]:
+    """Every image of a diffusion partition, in order, with its prompt and derived seed."""
+    settings = generate_settings(spec)
+    prompts = settings.prompts
+    return [
+        ImageRequest(
+            index=j,
+            source_name=f"diffusion/{spec.key}/{j:05d}.png",
+            prompt=prompts[j % len(prompts)],
+            negative_prompt=settings.negative_prompt,
+            seed=image_seed(spec.seed, spec.key, j),
+        )
+        for j in range(spec.count)
+    ]
+
+
+def params_fingerprint(spec: BatchSpec) -> str:
+    """A short hash of everything that decides what a partition holds: its data version.
+
+    Any generation parameter (model, prompts, seed, steps, guidance, scheduler, size, precision,
+    batch size, compile, safety checker) changes it; ``fused_embedding`` does not. Batch size,
+    precision and compile are in because they change the low bits of the pixels. Works for every
+    source; for a folder it covers the file list, not the files' contents.
+    """
+    data: dict[str, Any] = asdict(spec)
+    if spec.source == "diffusion":
+        values = generate_settings(spec).values()
+        data["generate"] = {k: v for k, v in values.items() if k not in NON_PIXEL_FIELDS and k != "seed"}
+        data["recipe"] = GENERATION_RECIPE
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()

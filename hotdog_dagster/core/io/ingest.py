@@ -1,4 +1,4 @@
-"""Turn one batch (a sketch slice or a list of files) into the ``images`` and ``rejected`` tables.
+"""Turn one batch (a sketch or diffusion slice, or a list of files) into the ``images`` and ``rejected`` tables.
 
 Every file of a batch ends up in exactly one of the two tables, so ``files in = images +
 rejected`` always holds and nothing is lost silently. Ids are derived from the content hash and
@@ -13,10 +13,11 @@ import hashlib
 import io
 import shutil
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -32,6 +33,9 @@ from hotdog_dagster.core.io.decode import (
 )
 from hotdog_dagster.core.io.store import Store, replace_dir
 from hotdog_dagster.core.model import sketch
+
+if TYPE_CHECKING:
+    from hotdog_dagster.core.model.generation import GeneratedImage
 
 Progress = Callable[[int, int], None]
 
@@ -56,6 +60,12 @@ IMAGES_SCHEMA = pa.schema(
         ("label", pa.string()),
         ("color", pa.string()),
         ("seed", pa.int64()),
+        ("prompt", pa.string()),
+        ("negative_prompt", pa.string()),
+        ("model", pa.string()),
+        ("scheduler", pa.string()),
+        ("steps", pa.int32()),
+        ("guidance", pa.float64()),
         ("safety_flagged", pa.bool_()),
     ]
 )
@@ -93,14 +103,22 @@ def ingest_batch(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     workers: int = 4,
     progress: Progress | None = None,
+    generated: Iterable[GeneratedImage] | None = None,
 ) -> IngestResult:
-    """Ingest one batch and write (replace) its partitions of ``images`` and ``rejected``."""
+    """Ingest one batch and write (replace) its partitions of ``images`` and ``rejected``.
+
+    A diffusion batch is generated here unless ``generated`` hands in its images (the fused
+    embedding path and the benchmark watch them go by).
+    """
     staging = store.images_dir / f".{spec.key}.staging"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     final_dir = store.partition_images_dir(spec.key)
-    items = _sketch_items(spec) if spec.source == "sketch" else _folder_items(spec)
+    if spec.source == "diffusion":
+        items = _diffusion_items(spec, generated)
+    else:
+        items = _sketch_items(spec) if spec.source == "sketch" else _folder_items(spec)
     total = spec.size_hint
 
     def one(item: _Item) -> dict:
@@ -148,6 +166,15 @@ def _sketch_items(spec: BatchSpec) -> Iterator[_Item]:
                 "seed": spec.seed * 1_000_000_000 + i,
             },
         )
+
+
+def _diffusion_items(spec: BatchSpec, generated: Iterable[GeneratedImage] | None) -> Iterator[_Item]:
+    if generated is None:
+        from hotdog_dagster.core.model.generation import generate_partition  # diffusers loads for this source only
+
+        generated = generate_partition(spec)
+    for image in generated:
+        yield _Item(image.source_name, image.png, None, None, dict(image.columns))
 
 
 def _folder_items(spec: BatchSpec) -> Iterator[_Item]:
@@ -238,5 +265,11 @@ def _process(item: _Item, spec: BatchSpec, staging: Path, final_dir: Path, max_p
         "label": item.extra.get("label"),
         "color": item.extra.get("color"),
         "seed": item.extra.get("seed"),
-        "safety_flagged": None,
+        "prompt": item.extra.get("prompt"),
+        "negative_prompt": item.extra.get("negative_prompt"),
+        "model": item.extra.get("model"),
+        "scheduler": item.extra.get("scheduler"),
+        "steps": item.extra.get("steps"),
+        "guidance": item.extra.get("guidance"),
+        "safety_flagged": item.extra.get("safety_flagged"),
     }

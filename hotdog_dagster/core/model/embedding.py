@@ -8,13 +8,14 @@ forward pass of the previous batch. Vectors leave as one float32 matrix and go t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from hotdog_dagster.core.io.decode import ImageRejected, decode
@@ -105,6 +106,36 @@ def embed_paths(
     )
 
 
+def model_pixels(encoder: ClipEncoder, image: Image.Image) -> torch.Tensor:
+    """One decoded RGB picture as the encoder's per-image input: what a worker ships for a file."""
+    split = encoder.split_preprocess
+    return encoder.preprocess(image) if split is None else split.pixels(image)
+
+
+def embed_model_pixels(
+    encoder: ClipEncoder, pixels: Sequence[torch.Tensor], batch_size: int = 64, progress: Progress | None = None
+) -> EmbedResult:
+    """Embed per-image inputs already in memory (from :func:`model_pixels`).
+
+    Batched exactly as :func:`embed_paths` batches files, so the same pictures give the same vectors
+    bit for bit: this is the fused generation path, which skips writing, reading and decoding.
+    """
+    split = encoder.split_preprocess
+    t0 = time.perf_counter()
+    chunks: list[np.ndarray] = []
+    for start in range(0, len(pixels), batch_size):
+        batch = torch.stack(list(pixels[start : start + batch_size]))
+        if split is not None:
+            batch = split.finish(batch.to(encoder.device, non_blocking=True))
+        chunks.append(encoder.encode_image_tensor(batch))
+        if progress:
+            progress(min(start + batch_size, len(pixels)), len(pixels))
+    vectors = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), dtype=np.float32)
+    return EmbedResult(
+        vectors=vectors, ok_index=np.arange(len(pixels), dtype=np.int64), failures={}, seconds=time.perf_counter() - t0
+    )
+
+
 @dataclass(frozen=True)
 class PartitionEmbedding:
     table: pa.Table
@@ -120,15 +151,27 @@ def embed_partition(
     batch_size: int = 64,
     num_workers: int = 1,
     progress: Progress | None = None,
+    pixels: Mapping[str, torch.Tensor] | None = None,
 ) -> PartitionEmbedding:
-    """Embed one partition's images (and captions) and write its ``embeddings`` partition."""
+    """Embed one partition's images (and captions) and write its ``embeddings`` partition.
+
+    ``pixels`` (image id -> :func:`model_pixels`) embeds pictures still in memory instead of the files.
+    """
     images = store.read_table("images", partition, columns=["id", "path", "caption"])
     if images is None:
         raise FileNotFoundError(f"partition {partition!r} has no images table yet; materialise raw_images for it first")
     ids = images.column("id").to_pylist()
     paths = images.column("path").to_pylist()
     captions = images.column("caption").to_pylist()
-    result = embed_paths(encoder, paths, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    if pixels is None:
+        result = embed_paths(encoder, paths, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    else:
+        missing = [i for i in ids if i not in pixels]
+        if missing:
+            raise KeyError(
+                f"no in-memory pixels for {len(missing)} images of partition {partition!r}, e.g. {missing[0]}"
+            )
+        result = embed_model_pixels(encoder, [pixels[i] for i in ids], batch_size=batch_size, progress=progress)
     ok = result.ok_index.tolist()
     dim = result.vectors.shape[1] if len(ok) else encoder.dim
     has_text = np.array([bool(captions[i]) for i in ok], dtype=bool)

@@ -6,3 +6,6 @@ REAL_MODEL = "open_clip/ViT-B-32/laion2b_s34b_b79k"
 SKETCH_MODEL = "open_clip/hotdog-sketch/bundled"
 #: An untrained model of the same architecture: for tests of plumbing and for timing.
 RANDOM_SKETCH_MODEL = "open_clip/hotdog-sketch/random"
+#: A Stable Diffusion pipeline of the real diffusers classes at toy sizes with random weights, built
+#: in memory (no download): generation plumbing anywhere; its pictures are noise.
+TINY_DIFFUSION_MODEL = "tiny-random"
