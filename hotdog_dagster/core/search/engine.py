@@ -17,6 +17,32 @@ How a query is scored (also in the README and ``hotdog search --help``):
 * Scores are cosines (or their weighted mean): an image queried with itself in the image space
   scores 1.
 
+Three ranking modes (``Query.mode``):
+
+* ``vector`` (default): the cosine scores above.
+* ``keyword``: BM25 over each image's caption and prompt (:mod:`.keyword`), from the text parts only;
+  a part's weight multiplies its words' BM25 contributions (negative weights subtract). Images with
+  no query word are not hits. Scores are BM25 sums, not cosines.
+* ``hybrid``: reciprocal rank fusion of the vector ranking and the keyword ranking, weighted as
+  Marqo's ``alpha`` (LanceDB's ``RRFReranker`` without a weight is ``alpha = 0.5``)::
+
+      score(d) = alpha / (rrf_k + rank_vector(d)) + (1 - alpha) / (rrf_k + rank_keyword(d))
+
+  with 1-based ranks (Cormack et al. 2009, ``rrf_k = 60``) and a missing term where a list does not
+  hold ``d``. Each list contributes its first ``max(HYBRID_WINDOW, offset + limit)`` results, so
+  pages within the window come from one fused ranking. ``alpha = 1`` is the vector order and
+  ``alpha = 0`` the keyword order, each followed by the images only the other list holds. Image
+  parts feed the vector side only; texts feed both.
+
+Score modifiers (Marqo's ``score_modifiers``) then rescore by numeric columns of ``search_items``::
+
+    score = raw * (w1 * field1) * (w2 * field2) ... + (w3 * field3) + (w4 * field4) ...
+
+``multiply_score_by`` gives the factors and ``add_to_score`` the addends; a modifier whose field is
+missing (NULL) for an image is skipped for that image. Modifiers re-rank every candidate the mode
+scores: all images the filter allows in vector mode (an exact matrix product), the matched ones in
+keyword mode, the fused window in hybrid mode. Hits then carry ``raw_score`` beside ``score``.
+
 Filters narrow the candidates before the vector search: the filter becomes parameterised SQL over
 the catalog's ``search_items`` view, the matching ids become a FAISS ID selector (or the rows of
 the exact matrix product), so a selective filter still returns ``limit`` hits when that many match.
@@ -27,6 +53,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -38,29 +65,61 @@ import faiss
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import scipy.sparse as sp
 
 from hotdog_dagster.core.io import catalog
 from hotdog_dagster.core.io.decode import ImageRejected, decode
 from hotdog_dagster.core.io.store import Store
 from hotdog_dagster.core.io.vectors import column_matrix
-from hotdog_dagster.core.search.filters import FilterError, columns_of, compile_filter
+from hotdog_dagster.core.search import keyword
+from hotdog_dagster.core.search.filters import FilterError, columns_of, compile_filter, resolve_field
 from hotdog_dagster.core.search.index import load as load_index
 
 Space = Literal["image", "description", "both"]
 SPACES = ("image", "description", "both")
+Mode = Literal["vector", "keyword", "hybrid"]
+MODES = ("vector", "keyword", "hybrid")
+#: Results each list contributes to hybrid fusion (more when a page reaches further).
+HYBRID_WINDOW = 1000
+RRF_K = 60
 URL_TIMEOUT_S = 10.0
 URL_MAX_BYTES = 20 * 1024 * 1024
 _WEIGHT_SUFFIX = re.compile(r"^(?P<body>.*?):(?P<weight>[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?)$", re.S)
 
 
 class QueryError(ValueError):
-    """A query that cannot run; the message says what is wrong and what a query needs."""
+    """A query that cannot run; the message says what is wrong and what a query needs.
+
+    ``input`` names the part of the query at fault when one is ("filter", "multiply_score_by", ...)
+    and ``position`` the character in it, so a page can point at it as the CLI's caret does.
+    """
+
+    def __init__(self, message: str, input: str | None = None, position: int | None = None) -> None:
+        super().__init__(message)
+        self.input = input
+        self.position = position
 
 
 @dataclass(frozen=True)
 class Part:
-    kind: Literal["text", "image"]
-    value: str  # the text, or an image path or http(s) URL
+    """One weighted piece of a query.
+
+    ``text``: words. ``image``: a path or http(s) URL, or raw bytes in ``data`` (an upload; then
+    ``value`` only names it in messages). ``id``: an indexed image by its id, scored by its stored
+    vector (nothing decoded or encoded: what clicking a result does).
+    """
+
+    kind: Literal["text", "image", "id"]
+    value: str
+    weight: float = 1.0
+    data: bytes | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Modifier:
+    """A numeric column of ``search_items`` and its weight, for ``multiply_score_by`` / ``add_to_score``."""
+
+    field: str
     weight: float = 1.0
 
 
@@ -74,6 +133,11 @@ class Query:
     limit: int = 10
     offset: int = 0
     include_flagged: bool = False
+    mode: Mode = "vector"
+    alpha: float = 0.5  # hybrid: the vector ranking's share of the fused score (Marqo's alpha)
+    rrf_k: float = RRF_K
+    multiply_score_by: tuple[Modifier, ...] = ()
+    add_to_score: tuple[Modifier, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,9 +146,13 @@ class Hit:
     score: float
     path: str
     columns: dict[str, Any] = field(default_factory=dict)
+    #: How the score came about, when more than one number made it: ``raw_score`` before modifiers;
+    #: in hybrid mode ``vector_score``/``vector_rank`` and ``keyword_score``/``keyword_rank`` (None
+    #: where that list did not hold the image).
+    details: dict[str, float | int | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "score": self.score, "path": self.path, **self.columns}
+        return {"id": self.id, "score": self.score, "path": self.path, **self.details, **self.columns}
 
 
 def split_weight(spec: str, default: float = 1.0) -> tuple[str, float]:
@@ -167,6 +235,10 @@ class Searcher:
         self.con = duckdb.connect()  # in memory: filters run over the Arrow table, never the catalog's lock
         self.con.register("search_items", self.items)
         self.columns = {k: v for k, v in columns_of(self.con, "search_items").items() if k != "_pos"}
+        self._lock = threading.Lock()
+        self._keyword: sp.csc_matrix | None = None  # BM25 weights, rows in FAISS position order
+        self._keyword_index: keyword.KeywordIndex | None = None
+        self._column_values: dict[str, np.ndarray] = {}
 
     def _load_items(self) -> tuple[pa.Table, np.ndarray]:
         """The catalog's ``search_items`` rows, in FAISS position order, held in memory.
@@ -207,6 +279,7 @@ class Searcher:
             raise QueryError("the query is empty: give a text, an image, or a part with a non-zero weight")
         texts = [p for p in live if p.kind == "text"]
         images = [p for p in live if p.kind == "image"]
+        stored = [p for p in live if p.kind == "id"]
         vecs, weights = [], []
         if texts:
             for p in texts:
@@ -218,16 +291,26 @@ class Searcher:
             pil = []
             for p in images:
                 try:
-                    pil.append(decode(load_image_bytes(p.value)).image)
+                    pil.append(decode(p.data if p.data is not None else load_image_bytes(p.value)).image)
                 except ImageRejected as exc:
                     raise QueryError(f"image {p.value} is not a usable image: {exc}") from None
             vecs.append(np.asarray(self.encoder.encode_pil(pil), dtype=np.float32))
             weights += [p.weight for p in images]
+        if stored:
+            vecs.append(self.image_vectors[[self.position_of(p.value) for p in stored]])
+            weights += [p.weight for p in stored]
         q = np.asarray(weights, dtype=np.float32) @ np.concatenate(vecs)
         norm = float(np.linalg.norm(q))
         if norm < 1e-6:
             raise QueryError("the weighted parts cancel out exactly; change a weight")
         return q / norm
+
+    def position_of(self, image_id: str) -> int:
+        """The FAISS position of an indexed image id."""
+        pos = int(self.position.get_indexer([image_id])[0])
+        if pos < 0:
+            raise QueryError(f"no indexed image has id {image_id!r}")
+        return pos
 
     # -- candidates -----------------------------------------------------------------------------
     def candidates(self, filter_text: str | None, include_flagged: bool) -> np.ndarray | None:
@@ -241,14 +324,22 @@ class Searcher:
         if not clauses:
             return None
         sql = f"SELECT _pos FROM search_items WHERE {' AND '.join(clauses)} ORDER BY _pos"
-        return np.asarray(self.con.execute(sql, params).fetchnumpy()["_pos"], dtype=np.int64)
+        with self.con.cursor() as cur:  # one cursor per call: the app's threads share this searcher
+            cur.register("search_items", self.items)  # a view over the Arrow table: no copy
+            return np.asarray(cur.execute(sql, params).fetchnumpy()["_pos"], dtype=np.int64)
 
     # -- search -----------------------------------------------------------------------------------
     def search(self, query: Query) -> list[Hit]:
         if query.space not in SPACES:
             raise QueryError(f"unknown space {query.space!r}: use one of {', '.join(SPACES)}")
+        if query.mode not in MODES:
+            raise QueryError(f"unknown mode {query.mode!r}: use one of {', '.join(MODES)}")
         if query.limit < 1 or query.offset < 0:
             raise QueryError(f"limit must be >= 1 and offset >= 0 (got {query.limit}, {query.offset})")
+        if not 0 <= query.alpha <= 1:
+            raise QueryError(f"alpha must be between 0 (keyword order) and 1 (vector order) (got {query.alpha:g})")
+        if not query.rrf_k > 0:
+            raise QueryError(f"rrf_k must be > 0 (got {query.rrf_k:g}); 60 is the usual value")
         w_img = query.image_space_weight if query.space != "description" else 0.0
         w_txt = query.description_space_weight if query.space != "image" else 0.0
         if w_img < 0 or w_txt < 0 or w_img + w_txt == 0:
@@ -256,15 +347,39 @@ class Searcher:
         try:
             allowed = self.candidates(query.filter, query.include_flagged)
         except FilterError as exc:
-            raise QueryError(str(exc)) from None
-        q = self.query_vector(query.parts)
+            raise QueryError(str(exc), input="filter", position=exc.position) from None
+        factors = [(m, self.column_values(m.field, "multiply_score_by")) for m in query.multiply_score_by]
+        addends = [(m, self.column_values(m.field, "add_to_score")) for m in query.add_to_score]
+        modified = bool(factors or addends)
         k = query.offset + query.limit
-        if w_txt == 0:
-            positions, scores = self._search_image_space(q, k, allowed)
+        details: dict[str, np.ndarray] = {}
+        if query.mode == "keyword":
+            positions, scores = self._keyword_scores(query.parts, allowed, require_text=True)
+            if not modified:
+                positions, scores = _top(positions, scores, k)
+        elif query.mode == "hybrid":
+            positions, scores, details = self._hybrid(query, allowed, w_img, w_txt, max(HYBRID_WINDOW, k))
         else:
-            positions, scores = self._search_exact(q, k, allowed, w_img, w_txt)
-        positions, scores = positions[query.offset :], scores[query.offset :]
-        return self._hits(positions, scores)
+            q = self.query_vector(query.parts)
+            if modified:
+                positions, scores = self._vector_scores(q, allowed, w_img, w_txt)
+            elif w_txt == 0:
+                positions, scores = self._search_image_space(q, k, allowed)
+            else:
+                positions, scores = _top(*self._vector_scores(q, allowed, w_img, w_txt), k)
+        if modified:
+            raw = scores
+            scores = _modify(positions, scores, factors, addends)
+            order = _top_order(positions, scores, k)
+            positions, scores, raw = positions[order], scores[order], raw[order]
+            details = {name: values[order] for name, values in details.items()}
+            details["raw_score"] = raw
+        elif details:
+            order = _top_order(positions, scores, k)
+            positions, scores = positions[order], scores[order]
+            details = {name: values[order] for name, values in details.items()}
+        page = slice(query.offset, None)
+        return self._hits(positions[page], scores[page], {name: v[page] for name, v in details.items()})
 
     def _search_image_space(self, q: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """FAISS top-k, restricted by an ID selector when a filter or the flags narrow the set."""
@@ -277,15 +392,15 @@ class Searcher:
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
         scores, pos = self.index.index.search(q[None, :].astype(np.float32), k, params=params)
         keep = pos[0] >= 0
-        return pos[0][keep], scores[0][keep]
+        return pos[0][keep].astype(np.int64), scores[0][keep]
 
-    def _search_exact(
-        self, q: np.ndarray, k: int, allowed: np.ndarray | None, w_img: float, w_txt: float
+    def _vector_scores(
+        self, q: np.ndarray, allowed: np.ndarray | None, w_img: float, w_txt: float
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact weighted two-space scores over the candidates (one matrix product per space)."""
-        rows = np.arange(len(self.ids)) if allowed is None else allowed
+        """Exact weighted two-space scores of every candidate (one matrix product per space), unsorted."""
+        rows = np.arange(len(self.ids), dtype=np.int64) if allowed is None else allowed
         if len(rows) == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+            return rows, np.zeros(0, np.float32)
         img = self.image_vectors if allowed is None else self.image_vectors[rows]
         txt = self.text_vectors if allowed is None else self.text_vectors[rows]
         scores = np.zeros(len(rows), dtype=np.float32)
@@ -294,21 +409,149 @@ class Searcher:
         if w_txt:
             scores += np.float32(w_txt) * (txt @ q)
         scores /= np.float32(w_img + w_txt)
-        k = min(k, len(rows))
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
-        top = top[np.lexsort((rows[top], -scores[top]))]
-        return rows[top], scores[top]
+        return rows, scores
 
-    def _hits(self, positions: np.ndarray, scores: np.ndarray) -> list[Hit]:
+    # -- keyword and hybrid -------------------------------------------------------------------------
+    def keyword_weights(self) -> sp.csc_matrix:
+        """The BM25 weights with rows in FAISS position order, loaded on first use (vector search never needs them)."""
+        with self._lock:
+            if self._keyword is None:
+                index = keyword.load(self.store)
+                rows = pd.Index(index.ids).get_indexer(self.ids)  # keyword row of each FAISS position
+                have = np.flatnonzero(rows >= 0)
+                select = sp.csr_matrix(
+                    (np.ones(len(have), np.float32), (have, rows[have])), shape=(len(self.ids), len(index.ids))
+                )
+                self._keyword = (select @ index.weights.tocsr()).tocsc()
+                self._keyword_index = index
+            return self._keyword
+
+    def _keyword_scores(
+        self, parts: tuple[Part, ...], allowed: np.ndarray | None, require_text: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates with a positive BM25 score for the weighted text parts, unsorted."""
+        texts = [p for p in parts if p.kind == "text" and p.weight != 0]
+        if require_text:
+            if any(p.kind != "text" and p.weight != 0 for p in parts):
+                raise QueryError("keyword mode reads words only: use mode vector or hybrid for image parts")
+            if not texts:
+                raise QueryError("the query is empty: keyword mode needs a text part with a non-zero weight")
+        for p in texts:
+            if not p.value.strip():
+                raise QueryError("a text part is empty: give some words, e.g. 'a face'")
+        if not texts:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        try:
+            weights = self.keyword_weights()
+        except FileNotFoundError as exc:
+            raise QueryError(str(exc)) from None
+        assert self._keyword_index is not None
+        cols, qw = self._keyword_index.query_terms([(p.value, p.weight) for p in texts])
+        scores = keyword.score_matrix(weights, cols, qw)
+        rows = np.arange(len(scores), dtype=np.int64) if allowed is None else allowed
+        scores = scores[rows]
+        hit = scores > 0
+        return rows[hit], scores[hit]
+
+    def _hybrid(
+        self, query: Query, allowed: np.ndarray | None, w_img: float, w_txt: float, window: int
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Reciprocal rank fusion of the vector and keyword top ``window``, unsorted, with each side's score and rank."""
+        q = self.query_vector(query.parts)
+        if w_txt == 0:
+            v_pos, v_score = self._search_image_space(q, window, allowed)
+        else:
+            v_pos, v_score = _top(*self._vector_scores(q, allowed, w_img, w_txt), window)
+        k_pos, k_score = _top(*self._keyword_scores(query.parts, allowed, require_text=False), window)
+        positions = np.union1d(v_pos, k_pos)
+        fused = np.zeros(len(positions), dtype=np.float64)
+        details = {name: np.full(len(positions), np.nan) for name in ("vector_score", "vector_rank")}
+        details |= {name: np.full(len(positions), np.nan) for name in ("keyword_score", "keyword_rank")}
+        for side, pos, score, share in (
+            ("vector", v_pos, v_score, query.alpha),
+            ("keyword", k_pos, k_score, 1 - query.alpha),
+        ):
+            at = np.searchsorted(positions, pos)
+            ranks = np.arange(1, len(pos) + 1)
+            fused[at] += share / (query.rrf_k + ranks)
+            details[f"{side}_score"][at] = score
+            details[f"{side}_rank"][at] = ranks
+        return positions, fused, details
+
+    # -- modifiers ---------------------------------------------------------------------------------
+    def numeric_fields(self) -> list[str]:
+        """The columns score modifiers can use (numbers), in the view's order."""
+        return [name for name in self.columns if resolve_field(name, self.columns)[1] in ("int", "float")]
+
+    def column_values(self, name: str, role: str = "a score modifier") -> np.ndarray:
+        """A numeric column as float64 by FAISS position (NaN where missing), for score modifiers."""
+        try:
+            column, kind = resolve_field(name, self.columns)
+        except FilterError as exc:
+            raise QueryError(f"{role}: {exc.message}", input=role) from None
+        if kind not in ("int", "float"):
+            numeric = ", ".join(self.numeric_fields()) or "(none)"
+            raise QueryError(
+                f"{role}: field {column!r} is {self.columns[column]}, not a number; numeric fields are: {numeric}",
+                input=role,
+            )
+        if column not in self._column_values:
+            values = self.items.column(column).cast(pa.float64()).to_numpy(zero_copy_only=False)
+            by_position = np.full(len(self.ids), np.nan)
+            have = self.row_of >= 0
+            by_position[have] = np.asarray(values, dtype=np.float64)[self.row_of[have]]
+            self._column_values[column] = by_position
+        return self._column_values[column]
+
+    def _hits(self, positions: np.ndarray, scores: np.ndarray, details: dict[str, np.ndarray]) -> list[Hit]:
         rows = self.row_of[positions]
         found = self.items.take(pa.array(np.where(rows >= 0, rows, 0))).drop_columns(["_pos"]).to_pylist()
         hits = []
-        for pos, row, record, s in zip(positions, rows, found, scores, strict=True):
+        for i, (pos, row, record, s) in enumerate(zip(positions, rows, found, scores, strict=True)):
             record = {k: _plain(v) for k, v in record.items()} if row >= 0 else {}
             record.pop("id", None)
             path = str(record.pop("path", "") or "")
-            hits.append(Hit(id=str(self.ids[pos]), score=float(s), path=path, columns=record))
+            extra = {name: _detail(name, values[i]) for name, values in details.items()}
+            hits.append(Hit(id=str(self.ids[pos]), score=float(s), path=path, columns=record, details=extra))
         return hits
+
+
+def _top_order(positions: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` best scores, best first, ties broken by FAISS position (stable pages)."""
+    n = len(scores)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    k = min(k, n)
+    top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
+    return top[np.lexsort((positions[top], -scores[top]))]
+
+
+def _top(positions: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    order = _top_order(positions, scores, k)
+    return positions[order], scores[order]
+
+
+def _modify(
+    positions: np.ndarray,
+    scores: np.ndarray,
+    factors: list[tuple[Modifier, np.ndarray]],
+    addends: list[tuple[Modifier, np.ndarray]],
+) -> np.ndarray:
+    """Marqo's rule: ``raw * prod(w * field) + sum(w * field)``; a missing value skips its modifier."""
+    out = np.asarray(scores, dtype=np.float64).copy()
+    for m, values in factors:
+        v = values[positions]
+        out = np.where(np.isnan(v), out, out * (m.weight * v))
+    for m, values in addends:
+        v = values[positions]
+        out = out + np.where(np.isnan(v), 0.0, m.weight * v)
+    return out
+
+
+def _detail(name: str, value: float) -> float | int | None:
+    if np.isnan(value):
+        return None
+    return int(value) if name.endswith("_rank") else float(value)
 
 
 def _plain(value: Any) -> Any:

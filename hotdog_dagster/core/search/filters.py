@@ -93,6 +93,7 @@ __all__ = [
     "columns_of",
     "compile_filter",
     "parse",
+    "resolve_field",
     "to_sql",
 ]
 
@@ -708,6 +709,16 @@ def _resolve(name: str, pos: int | None, columns: dict[str, str]) -> _Column:
             pos,
         )
     return _Column(known, columns[known], kind)
+
+
+def resolve_field(name: str, columns: dict[str, str]) -> tuple[str, str]:
+    """The column a field name means and how it compares (int, float, text, bool, date, timestamp).
+
+    The same matching and the same "unknown field ... did you mean" message as a filter clause, for
+    callers that name columns outside a filter (search's score modifiers).
+    """
+    column = _resolve(name, None, columns)
+    return column.name, column.kind
 
 
 def _coerce(column: _Column, value: str, pos: int | None) -> object:
