@@ -11,13 +11,13 @@ import dagster as dg
 
 from hotdog_dagster.core.labels.scoring import LabelSet, fingerprint
 from hotdog_dagster.core.settings import Profile, load_profile
-from hotdog_dagster.defs import catalog, clean, embed, index, ingest, label, search
+from hotdog_dagster.defs import automation, catalog, clean, embed, index, ingest, label, search
 from hotdog_dagster.defs.catalog.dbt import dbt_resource
 from hotdog_dagster.defs.ingest.sensors import BATCH_JOB
 from hotdog_dagster.defs.shared import batches
 from hotdog_dagster.resources import resources_for
 
-STAGES = (ingest, embed, index, clean, label, catalog, search)
+STAGES = (ingest, embed, index, clean, label, catalog, search, automation)
 ASSETS = [a for stage in STAGES for a in stage.ASSETS]
 CHECKS = [c for stage in STAGES for c in stage.CHECKS]
 SENSORS = [s for stage in STAGES for s in stage.SENSORS]
@@ -56,12 +56,13 @@ def with_label_version(assets: list[dg.AssetsDefinition], profile: Profile) -> l
 def build_definitions(profile: Profile | None = None, home: str = "") -> dg.Definitions:
     profile = profile or load_profile()
     return dg.Definitions(
-        assets=with_label_version(ASSETS, profile),
+        assets=automation.follow_batches(with_label_version(ASSETS, profile)),
         asset_checks=CHECKS,
         jobs=JOBS,
         sensors=SENSORS,
+        schedules=automation.schedules_for(profile, ASSETS),
         resources={**resources_for(profile, home=home), "dbt": dbt_resource()},
-        executor=dg.multiprocess_executor,
+        executor=automation.executor_for(profile.scale),
     )
 
 

@@ -177,6 +177,30 @@ class GenerateSettings(Settings):
         return self
 
 
+class ScaleSettings(Settings):
+    """How runs execute and when the batch schedule ticks: a deployment's choice, so one machine and a
+    cluster run the same code with another profile (``deploy/`` has the cluster's files)."""
+
+    executor: Literal["in_process", "multiprocess", "celery", "k8s"] = Field(
+        "in_process",
+        description="in_process: a run's steps share its process (least start-up); multiprocess: one forked "
+        "process per step; celery: steps go to Celery workers (GPU steps to the 'gpu' queue); k8s: one pod per step",
+    )
+    celery_broker: str = Field("redis://localhost:6379/0", description="Celery broker URL (executor: celery)")
+    celery_backend: str = Field("redis://localhost:6379/1", description="Celery result backend URL (executor: celery)")
+    schedule_cron: str = Field(
+        "*/15 * * * *", description="when the batch schedule registers new batches and runs missing ones (cron, UTC)"
+    )
+    max_attempts: int = Field(3, ge=1, description="runs the schedule starts for one partition before it gives up")
+
+    @field_validator("schedule_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"schedule_cron must have 5 fields (minute hour day month weekday), got {value!r}")
+        return value
+
+
 class Profile(Settings):
     """A run profile: one section per stage. ``configs/embedded.yaml`` is the default spelled out."""
 
@@ -186,6 +210,7 @@ class Profile(Settings):
     watch: WatchSettings = Field(default_factory=WatchSettings)
     clean: CleanSettings = Field(default_factory=CleanSettings)
     labels: LabelSettings = Field(default_factory=LabelSettings)
+    scale: ScaleSettings = Field(default_factory=ScaleSettings)
 
     def with_overrides(self, section: str, **overrides: Any) -> Profile:
         """A copy with some fields of one section replaced (None means: keep)."""

@@ -4,7 +4,7 @@ import dagster as dg
 
 from hotdog_dagster.core import clean
 from hotdog_dagster.core.io.media import contact_sheet_file
-from hotdog_dagster.defs.shared import batches, counts
+from hotdog_dagster.defs.shared import BATCH_BACKFILL, batches, counts
 from hotdog_dagster.resources import CleanResource, StoreResource
 
 
@@ -25,28 +25,33 @@ from hotdog_dagster.resources import CleanResource, StoreResource
         ),
     ],
     partitions_def=batches,
+    backfill_policy=BATCH_BACKFILL,
     group_name="clean",
     can_subset=False,
 )
 def image_quality(context: dg.AssetExecutionContext, store: StoreResource, clean_settings: CleanResource):
     """A batch costs its own size: its rows are flagged and searched against everything stored so far."""
-    s, key, settings = store.store(), context.partition_key, clean_settings.settings()
-    images = s.read_table("images", key)
-    if images is None:
-        raise FileNotFoundError(f"partition {key!r} has no images yet; materialise raw_images for it first")
-    flags = clean.blank_table(images, settings)
-    s.write_table("image_quality", flags, key)
-    edges = clean.batch_edges(s, key, settings)
-    s.write_table("duplicate_edges", edges.table, key)
+    s, settings = store.store(), clean_settings.settings()
+    images_n, blank, codes, edge_rows, stats = 0, 0, [], 0, {}
+    for key in context.partition_keys:  # one key, or a backfill's range in one run, in order
+        images = s.read_table("images", key)
+        if images is None:
+            raise FileNotFoundError(f"partition {key!r} has no images yet; materialise raw_images for it first")
+        flags = clean.blank_table(images, settings)
+        s.write_table("image_quality", flags, key)
+        edges = clean.batch_edges(s, key, settings)
+        s.write_table("duplicate_edges", edges.table, key)
+        images_n, blank = images_n + flags.num_rows, blank + int(sum(flags.column("is_blank").to_pylist()))
+        codes += flags.column("blank_code").to_pylist()
+        edge_rows += edges.table.num_rows
+        for name, value in edges.stats.items():  # numbers add up over partitions; anything else: the last one
+            summable = isinstance(value, int | float) and isinstance(stats.get(name, 0), int | float)
+            stats[name] = stats.get(name, 0) + value if summable else value
     yield dg.MaterializeResult(
         asset_key="image_quality",
-        metadata={
-            "images": flags.num_rows,
-            "blank": int(sum(flags.column("is_blank").to_pylist())),
-            "blank_by_reason": counts(flags.column("blank_code").to_pylist()),
-        },
+        metadata={"images": images_n, "blank": blank, "blank_by_reason": counts(codes)},
     )
-    yield dg.MaterializeResult(asset_key="duplicate_edges", metadata={"edges": edges.table.num_rows, **edges.stats})
+    yield dg.MaterializeResult(asset_key="duplicate_edges", metadata={"edges": edge_rows, **stats})
 
 
 @dg.asset(

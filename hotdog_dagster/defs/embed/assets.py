@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from hotdog_dagster.defs.shared import GPU_OP_TAGS, batches, counts
+from hotdog_dagster.defs.shared import BATCH_BACKFILL, GPU_OP_TAGS, GPU_POOL, batches, counts
 from hotdog_dagster.resources import EncoderResource, StoreResource
 
 
@@ -23,13 +23,15 @@ from hotdog_dagster.resources import EncoderResource, StoreResource
         ),
     ],
     partitions_def=batches,
+    backfill_policy=BATCH_BACKFILL,
     group_name="embed",
     can_subset=False,
-    pool="gpu",
+    pool=GPU_POOL,
     op_tags=GPU_OP_TAGS,
 )
 def image_embeddings(context: dg.AssetExecutionContext, store: StoreResource, encoder: EncoderResource):
-    """The model loads once per process; a file that fails to decode is recorded, the rest go on."""
+    """The model loads once per process, so a backfill's range in one run loads it once; a file that fails
+    to decode is recorded, the rest go on."""
     from hotdog_dagster.core.model.embedding import embed_partition  # torch loads in the step, not at import
 
     enc = encoder.encoder()
@@ -39,30 +41,36 @@ def image_embeddings(context: dg.AssetExecutionContext, store: StoreResource, en
         if done == total or (done // encoder.batch_size) % step == 0:
             context.log.info(f"embedded {done}/{total} images")
 
-    result = embed_partition(
-        store.store(),
-        context.partition_key,
-        enc,
-        batch_size=encoder.batch_size,
-        num_workers=encoder.num_workers,
-        progress=progress,
-    )
-    for image_id, (code, message) in list(result.failures.items())[:20]:
-        context.log.warning(f"could not embed {image_id} ({code}): {message}")
+    vectors, seconds, failures = 0, 0.0, {}
+    for key in context.partition_keys:  # one key, or a backfill's range in one run
+        result = embed_partition(
+            store.store(),
+            key,
+            enc,
+            batch_size=encoder.batch_size,
+            num_workers=encoder.num_workers,
+            progress=progress,
+        )
+        for image_id, (code, message) in list(result.failures.items())[:20]:
+            context.log.warning(f"could not embed {image_id} ({code}): {message}")
+        vectors += result.table.num_rows
+        seconds += result.seconds
+        failures.update(result.failures)
     yield dg.MaterializeResult(
         asset_key="embeddings",
         metadata={
             "model": str(enc.spec),
             "device": str(enc.device),
-            "vectors": result.table.num_rows,
+            "vectors": vectors,
             "dimension": enc.dim,
-            "images_per_second": round(result.images_per_second, 1),
+            "images_per_second": round(vectors / seconds, 1) if seconds else 0.0,
+            "partitions": len(context.partition_keys),
         },
     )
     yield dg.MaterializeResult(
         asset_key="embedding_failures",
         metadata={
-            "failed": len(result.failures),
-            "failed_by_reason": counts([code for code, _ in result.failures.values()]),
+            "failed": len(failures),
+            "failed_by_reason": counts([code for code, _ in failures.values()]),
         },
     )

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from hotdog_dagster.core.labels.scoring import score_partition
-from hotdog_dagster.defs.shared import batches
+from hotdog_dagster.defs.shared import BATCH_BACKFILL, GPU_OP_TAGS, GPU_POOL, batches
 from hotdog_dagster.resources import EncoderResource, LabelsResource, StoreResource
 
 
@@ -24,8 +24,11 @@ from hotdog_dagster.resources import EncoderResource, LabelsResource, StoreResou
         ),
     ],
     partitions_def=batches,
+    backfill_policy=BATCH_BACKFILL,
     group_name="labels",
     can_subset=False,
+    pool=GPU_POOL,  # the text tower runs where the model is: on the GPU in a GPU profile
+    op_tags=GPU_OP_TAGS,
 )
 def label_scores(
     context: dg.AssetExecutionContext, store: StoreResource, encoder: EncoderResource, labels: LabelsResource
@@ -34,24 +37,30 @@ def label_scores(
     label_set = labels.label_set()  # a bad label set fails here, before the model loads
     enc = encoder.encoder()
     s = store.store()
-    scored = score_partition(s, context.partition_key, enc.encode_texts, enc.logit_scale, label_set, str(enc.spec))
-    s.write_table("label_scores", scored.table, context.partition_key)
-    s.write_table("label_set", scored.label_set, context.partition_key)
-    top = scored.table.column("top_label").value_counts().to_pylist()
-    context.log.info(f"scored {scored.table.num_rows} images against {len(label_set.labels)} labels")
+    images, seconds, top_counts, fingerprint = 0, 0.0, {}, ""
+    for key in context.partition_keys:  # one key, or a backfill's range in one run
+        scored = score_partition(s, key, enc.encode_texts, enc.logit_scale, label_set, str(enc.spec))
+        s.write_table("label_scores", scored.table, key)
+        s.write_table("label_set", scored.label_set, key)
+        for d in scored.table.column("top_label").value_counts().to_pylist():
+            top_counts[d["values"]] = top_counts.get(d["values"], 0) + d["counts"]
+        images, seconds = images + scored.table.num_rows, seconds + scored.seconds
+        fingerprint = scored.label_set.column("fingerprint")[0].as_py()
+    context.log.info(f"scored {images} images against {len(label_set.labels)} labels")
     yield dg.MaterializeResult(
         asset_key="label_scores",
         metadata={
-            "images": scored.table.num_rows,
-            "top_label_counts": dg.MetadataValue.json({d["values"]: d["counts"] for d in top}),
-            "score_seconds": round(scored.seconds, 4),
+            "images": images,
+            "top_label_counts": dg.MetadataValue.json(top_counts),
+            "score_seconds": round(seconds, 4),
             "logit_scale": round(enc.logit_scale, 3),
+            "partitions": len(context.partition_keys),
         },
     )
     yield dg.MaterializeResult(
         asset_key="label_set",
         metadata={
             "labels": dg.MetadataValue.json(dict(zip(label_set.slugs, label_set.labels, strict=True))),
-            "fingerprint": scored.label_set.column("fingerprint")[0].as_py(),
+            "fingerprint": fingerprint,
         },
     )
