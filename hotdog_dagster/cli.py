@@ -30,12 +30,22 @@ itself scores 1 in the image space.
 
 Blank and duplicate images are left out unless --include-flagged.
 
+Modes: 'vector' (the cosines above), 'keyword' (BM25 over captions and prompts, text parts only),
+'hybrid' (reciprocal rank fusion: score = A / (K + rank_vector) + (1 - A) / (K + rank_keyword), with
+A = --alpha, the vector ranking's share as in Marqo, and K = --rrf-k, default 60).
+
+Score modifiers (Marqo's): score = raw * (w1 * field1) * ... + (w2 * field2) + ..., from
+--multiply-score-by FIELD[:W] and --add-to-score FIELD[:W] over numeric columns; a missing value
+skips its modifier.
+
 Filter grammar (any column of the catalog's search_items view: image columns, quality flags,
 label scores such as a_face, p_a_face, top_label):
   field:value          exact match (quote values with spaces: caption:"a red circle")
   field:[a TO b]       inclusive range; {a TO b} exclusive; * for an open end
   field:>0.5  >= < <=  comparisons        field:*   has a value        field:hot*  wildcard
   AND  OR  NOT  ( )    NOT binds tightest, then AND, then OR; adjacent clauses mean AND
+  field:(a b)          any of the values (field grouping); inside, +a required, -a excluded
+  +clause  -clause     required / excluded         \\ escapes a special character
 
 Examples:
   hotdog search "a face" --limit 10
@@ -43,6 +53,7 @@ Examples:
   hotdog search --text "red circle" --text-weight 1.0 --image blue.png --image-weight 0.1
   hotdog search --text "a face" --text "a hamburger:-0.5" --filter 'a_face:[0.58 TO 0.99] AND source:sketch'
   hotdog search "a blue square" --space both --description-space-weight 0.5 --html hits.html
+  hotdog search "two hot dogs" --mode hybrid --alpha 0.7 --multiply-score-by top_probability
 """
 
 
@@ -148,6 +159,37 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--description-space-weight", type=float, default=1.0, help="weight of the description space in --space both"
     )
+    search.add_argument(
+        "--like",
+        action="append",
+        default=[],
+        metavar="ID[:W]",
+        help="an indexed image by its id, scored by its stored vector, optionally ':W' (repeatable)",
+    )
+    search.add_argument(
+        "--mode",
+        choices=["vector", "keyword", "hybrid"],
+        default="vector",
+        help="rank by vectors, BM25 keywords over captions and prompts, or both fused (default vector)",
+    )
+    search.add_argument(
+        "--alpha", type=float, default=0.5, help="hybrid: the vector ranking's share of the fused score, 0..1"
+    )
+    search.add_argument("--rrf-k", type=float, default=60.0, help="hybrid: the rank constant of the fusion (60)")
+    search.add_argument(
+        "--multiply-score-by",
+        action="append",
+        default=[],
+        metavar="FIELD[:W]",
+        help="multiply the score by W x a numeric column, e.g. top_probability:1 (repeatable)",
+    )
+    search.add_argument(
+        "--add-to-score",
+        action="append",
+        default=[],
+        metavar="FIELD[:W]",
+        help="add W x a numeric column to the score, e.g. p_a_face:0.1 (repeatable)",
+    )
     search.add_argument("--filter", help="e.g. 'a_face:[0.58 TO 0.99] AND source:sketch' (grammar below)")
     search.add_argument("--limit", type=int, default=10, help="hits to return (default 10)")
     search.add_argument("--offset", type=int, default=0, help="hits to skip, for paging (default 0)")
@@ -162,6 +204,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--device", default="auto", help="where to run the query encoder (default auto)")
     search.add_argument("--home", type=Path, help="data root (default $HOTDOG_HOME or ./.hotdog)")
+    serve = sub.add_parser(
+        "serve",
+        help="a search page and a JSON API (/api/search) over the indexed images",
+        description="Serve the search page and /api/search (the options of `hotdog search` as query or "
+        "form fields) on a loopback port; images are served by catalog id only.",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+    )
+    serve.add_argument("--port", type=int, default=8750, help="port (default 8750)")
+    serve.add_argument(
+        "--max-upload-mb", type=float, default=16.0, help="largest image upload accepted, in MiB (default 16)"
+    )
+    serve.add_argument("--device", default="auto", help="where to run the query encoder (default auto)")
+    serve.add_argument("--home", type=Path, help="data root (default $HOTDOG_HOME or ./.hotdog)")
     prep = sub.add_parser(
         "prepare",
         help="write the dbt manifest (dbt parse) so `dagster asset materialize` and `dg launch` can load the project",
@@ -313,16 +370,24 @@ def _parts(args: argparse.Namespace) -> tuple:
     for spec in args.image:
         src, w = split_weight(spec, args.image_weight)
         parts.append(Part("image", src, w))
+    for spec in args.like:
+        image_id, w = split_weight(spec, args.image_weight)
+        parts.append(Part("id", image_id, w))
     return tuple(parts)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from hotdog_dagster.core.search.engine import Query, QueryError, Searcher
+    from hotdog_dagster.core.search.engine import Query, QueryError, Searcher, parse_modifier
     from hotdog_dagster.core.search.gallery import write_gallery
 
     parts = _parts(args)
     if not parts:
-        raise CliError('the query is empty: give text (hotdog search "a face"), --text, or --image')
+        raise CliError('the query is empty: give text (hotdog search "a face"), --text, --image or --like')
+    try:
+        factors = tuple(parse_modifier(spec) for spec in args.multiply_score_by)
+        addends = tuple(parse_modifier(spec) for spec in args.add_to_score)
+    except QueryError as exc:
+        raise CliError(str(exc)) from None
     query = Query(
         parts=parts,
         space=args.space,
@@ -332,6 +397,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         limit=args.limit,
         offset=args.offset,
         include_flagged=args.include_flagged,
+        mode=args.mode,
+        alpha=args.alpha,
+        rrf_k=args.rrf_k,
+        multiply_score_by=factors,
+        add_to_score=addends,
     )
     try:
         with Searcher.open(Store(args.home), device=args.device) as searcher:
@@ -355,6 +425,23 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from hotdog_dagster.core.search.engine import Searcher
+    from hotdog_dagster.serve import create_app
+
+    if args.max_upload_mb <= 0:
+        raise CliError(f"--max-upload-mb must be positive, got {args.max_upload_mb:g}")
+    with Searcher.open(Store(args.home), device=args.device) as searcher:
+        app = create_app(searcher, max_upload_bytes=int(args.max_upload_mb * 2**20))
+        print(
+            f"hotdog serve: {len(searcher.ids):,} images from {searcher.store.root} on http://{args.host}:{args.port}/"
+        )
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from hotdog_dagster.core.model.evaluation import EVAL_SEED, evaluate_sketch_model
     from hotdog_dagster.core.model.names import SKETCH_MODEL
@@ -369,6 +456,7 @@ COMMANDS = {
     "plan": cmd_plan,
     "prepare": cmd_prepare,
     "search": cmd_search,
+    "serve": cmd_serve,
     "evaluate-model": cmd_evaluate,
 }
 

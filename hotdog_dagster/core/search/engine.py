@@ -167,6 +167,14 @@ def split_weight(spec: str, default: float = 1.0) -> tuple[str, float]:
     return spec, default
 
 
+def parse_modifier(spec: str) -> Modifier:
+    """``"top_probability:2"`` -> Modifier("top_probability", 2.0); no weight -> 1 (the CLI's and API's syntax)."""
+    name, weight = split_weight(spec.strip())
+    if not name.strip():
+        raise QueryError(f"a score modifier needs a field name, e.g. top_probability:0.5 (got {spec!r})")
+    return Modifier(name.strip(), weight)
+
+
 def load_image_bytes(source: str) -> bytes:
     """Bytes of a query image from a path or an http(s) URL, with a timeout and a size cap."""
     if re.match(r"^https?://", source, re.I):
@@ -304,6 +312,11 @@ class Searcher:
         if norm < 1e-6:
             raise QueryError("the weighted parts cancel out exactly; change a weight")
         return q / norm
+
+    def path_of(self, image_id: str) -> str | None:
+        """The catalog's file path of an indexed image (None when the catalog has no row for it)."""
+        row = int(self.row_of[self.position_of(image_id)])
+        return None if row < 0 else self.items.column("path")[row].as_py()
 
     def position_of(self, image_id: str) -> int:
         """The FAISS position of an indexed image id."""
