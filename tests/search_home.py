@@ -49,14 +49,18 @@ def build_search_home(root: Path) -> Store:
         draw(12, n, size=64).image.save(folder / name)
         (folder / name).with_suffix(".txt").write_text(caption)
     store = Store(root / "home")
-    specs = plan_folder(folder, list_source_files(folder), 20) + plan_sketch(seed=11, images=20, partition_size=20, size=64)
+    specs = plan_folder(folder, list_source_files(folder), 20) + plan_sketch(
+        seed=13, images=20, partition_size=20, size=64
+    )
     encoder = ClipEncoder(SKETCH_MODEL)
     settings = LabelSettings()
     label_set = LabelSet.build(settings.labels, settings.templates)
     for spec in specs:
         ingest_batch(store, spec, workers=2)
         embed_partition(store, spec.key, encoder, batch_size=32, num_workers=0)
-        scored = score_partition(store, spec.key, encoder.encode_texts, encoder.logit_scale, label_set, str(encoder.spec))
+        scored = score_partition(
+            store, spec.key, encoder.encode_texts, encoder.logit_scale, label_set, str(encoder.spec)
+        )
         store.write_table("label_scores", scored.table, spec.key)
         store.write_table("label_set", scored.label_set, spec.key)
     images = store.read_table("images", columns=["id", "content_hash"]).to_pylist()
@@ -77,3 +81,13 @@ def build_search_home(root: Path) -> Store:
     keyword.update_from_store(store)
     catalog.refresh(store)
     return store
+
+
+_BUILT: dict[str, Store] = {}
+
+
+def shared_search_home(factory: object) -> Store:
+    """One home per test session, however many modules ask (``factory`` is pytest's tmp_path_factory)."""
+    if "home" not in _BUILT:
+        _BUILT["home"] = build_search_home(factory.mktemp("search_home"))  # type: ignore[attr-defined]
+    return _BUILT["home"]
