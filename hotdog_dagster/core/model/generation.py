@@ -176,7 +176,13 @@ def _load(model: str, device: torch.device, dtype: torch.dtype, compile: bool) -
             pipe.to(dtype=dtype)
     else:
         pipe = _from_pretrained(model, dtype)
-    pipe.to(device)
+    try:
+        pipe.to(device)
+    except torch.OutOfMemoryError as exc:
+        raise GenerationOutOfMemory(
+            f"out of memory moving {model!r} to {device} in {str(dtype).removeprefix('torch.')}; "
+            "free the device, use precision fp16 or bf16, or a smaller model"
+        ) from exc
     pipe.set_progress_bar_config(disable=True)
     _use_sdpa(pipe)
     denoiser = _denoiser(pipe)
@@ -323,6 +329,9 @@ def generate_partition(spec: BatchSpec, times: StageTimes | None = None) -> Iter
     requests = diffusion_requests(spec)
     for start in range(0, len(requests), settings.batch_size):
         yield from generate_images(settings, requests[start : start + settings.batch_size], times)
+        log.info(
+            "generated %d of %d images of %s", min(start + settings.batch_size, len(requests)), len(requests), spec.key
+        )
 
 
 def encode_png(pixels: np.ndarray, columns: dict[str, Any], settings: GenerateSettings) -> bytes:
