@@ -435,3 +435,17 @@ def test_cli_hybrid_with_modifiers_equals_the_python_api(searcher: Searcher, hom
         timeout=300,
     )
     assert bad.returncode == 2 and "add_to_score: field 'caption' is VARCHAR, not a number" in bad.stderr
+
+
+def test_top_k_keeps_the_lowest_positions_among_ties() -> None:
+    """A page, a hybrid window and a longer list must agree on which tied images come first."""
+    from hotdog_dagster.core.search.engine import _top_order
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n = int(rng.integers(1, 300))
+        scores = rng.integers(0, 5, n).astype(np.float32)  # many ties
+        positions = rng.permutation(n).astype(np.int64)
+        full = np.lexsort((positions, -scores))
+        for k in (1, 7, n // 2 + 1, n):
+            np.testing.assert_array_equal(_top_order(positions, scores, k), full[:k])

@@ -535,7 +535,15 @@ def _top_order(positions: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
     if n == 0:
         return np.zeros(0, np.int64)
     k = min(k, n)
-    top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
+    if k < n:
+        # argpartition keeps an arbitrary subset of the scores tied at the cut: take those with the
+        # lowest positions instead, so a page, a hybrid window and a longer list agree on ties
+        cut = scores[np.argpartition(-scores, k - 1)[k - 1]]
+        above = np.flatnonzero(scores > cut)
+        tied = np.flatnonzero(scores == cut)
+        top = np.concatenate([above, tied[np.argsort(positions[tied], kind="stable")][: k - len(above)]])
+    else:
+        top = np.arange(n)
     return top[np.lexsort((positions[top], -scores[top]))]
 
 
