@@ -179,8 +179,11 @@ function card(hit, rank) {
   score.textContent = `#${rank} · ${fmt(hit.score)}`;
   caption.append(score);
   const sub = [];
-  if (hit.vector_rank !== undefined) sub.push(`vector #${hit.vector_rank ?? "–"} ${fmt(hit.vector_score, 3)}`);
-  if (hit.keyword_rank !== undefined) sub.push(`keyword #${hit.keyword_rank ?? "–"} ${fmt(hit.keyword_score, 2)}`);
+  for (const side of ["vector", "keyword"]) {
+    const rank = hit[`${side}_rank`];
+    if (rank === undefined) continue;
+    sub.push(rank === null ? `${side} –` : `${side} #${rank} ${fmt(hit[`${side}_score`], 3)}`);
+  }
   if (hit.raw_score !== undefined) sub.push(`raw ${fmt(hit.raw_score)}`);
   if (sub.length) {
     const line = document.createElement("div");
