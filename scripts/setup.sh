@@ -7,6 +7,8 @@ set -euo pipefail
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# Debian's chromium, for the search page's browser test (tests/test_browser.py; Playwright drives it).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # Debian's postgresql puts initdb/pg_ctl under /usr/lib/postgresql/<version>/bin, off the PATH.
 if ! command -v pg_ctl >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null; then
     missing+=(postgresql)
