@@ -5,12 +5,12 @@ The package root exposes the search API; importing it does not load Dagster or t
 
 from hotdog_dagster.core.io.store import Store
 
-__all__ = ["Part", "Query", "Searcher", "Store", "search"]
+__all__ = ["Modifier", "Part", "Query", "Searcher", "Store", "search"]
 
 
 def __getattr__(name: str):
     """Load the search engine (FAISS, DuckDB, torch) only when it is asked for."""
-    if name in ("Part", "Query", "Searcher", "Hit", "QueryError"):
+    if name in ("Part", "Query", "Searcher", "Hit", "QueryError", "Modifier"):
         from hotdog_dagster.core.search import engine as _search
 
         return getattr(_search, name)
