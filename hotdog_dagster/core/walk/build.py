@@ -124,9 +124,7 @@ def build_walk(
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     if settings.start_kind != "id" and encoder is None:
-        from hotdog_dagster.core.model.encoder import ClipEncoder
-
-        encoder = ClipEncoder(recorded_model(store))
+        encoder = _RecordedEncoder(store)
     with Searcher(store, encoder) as searcher:
         chosen = select_walk(
             searcher,
@@ -176,6 +174,27 @@ def build_walk(
         seconds=seconds,
         left_out=chosen.left_out,
     )
+
+
+class _RecordedEncoder:
+    """The model that embedded the images, loaded on first use: an empty walk never pays for it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._encoder: Any = None
+
+    def _get(self) -> Any:
+        if self._encoder is None:
+            from hotdog_dagster.core.model.encoder import ClipEncoder
+
+            self._encoder = ClipEncoder(recorded_model(self.store))
+        return self._encoder
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        return self._get().encode_texts(texts)
+
+    def encode_pil(self, images: list[Any]) -> np.ndarray:
+        return self._get().encode_pil(images)
 
 
 def _write(store: Store, settings: WalkSettings, table: pa.Table) -> None:
