@@ -16,10 +16,12 @@ issue's scenario; ``--all-steps`` runs every per-batch step) in several ways, ea
   celery_range      one run for all batches on Celery
 
 Per run, from its event log: *run start* (process launch to RUN_START: interpreter, imports, loading
-the definitions), *step start* per step (from the executor taking the step to STEP_START: a new
-process, a fork, or a Celery round trip), *work* (STEP_START to STEP_SUCCESS, model loading included)
-and *other* (events between steps, the run's end, process exit; negative where steps overlap). *Overhead*
-is wall time minus work. Ratios are against the baseline measured in the same invocation. At the end the tables of every variant are compared with the baseline's (paths aside).
+the definitions), *step start* per step (from the moment the step could run, its upstream steps done, to
+its STEP_START: a new process, a fork, a Celery round trip, or next to nothing), *work* (STEP_START to
+STEP_SUCCESS, model loading included) and *other* (events between steps, the run's end, process exit;
+negative where steps overlap). *Overhead* is wall time minus work. Ratios are against the baseline
+measured in the same invocation. At the end the tables of every variant are compared with the
+baseline's (paths aside).
 A second figure: what importing the definitions costs a fresh process, and what it would cost if
 torch, open_clip and faiss were imported at module level instead of inside the steps.
 
