@@ -449,3 +449,22 @@ def test_top_k_keeps_the_lowest_positions_among_ties() -> None:
         full = np.lexsort((positions, -scores))
         for k in (1, 7, n // 2 + 1, n):
             np.testing.assert_array_equal(_top_order(positions, scores, k), full[:k])
+
+
+def test_an_approximate_index_answers_through_faiss(home: Store, searcher: Searcher, tmp_path: Path) -> None:
+    """Exact (flat) indexes are searched by a matrix product; HNSW and IVF through FAISS: same answers here."""
+    root = tmp_path / "copy"
+    shutil.copytree(home.root, root)
+    index.update_from_store(Store(root), kind="hnsw", rebuild=True)
+    assert searcher.exact
+    with Searcher(Store(root), encoder=searcher.encoder) as approx:
+        assert not approx.exact
+        for query in (
+            Query(parts=(Part("text", "a face"),), limit=5),
+            Query(parts=(Part("text", "two hot dogs"),), filter="source:(folder) -label:*", limit=5),
+            Query(parts=(Part("text", "kiwi"),), mode="hybrid", limit=5),
+        ):
+            exact = searcher.search(query)
+            got = approx.search(query)
+            assert [h.id for h in got] == [h.id for h in exact]
+            assert [h.score for h in got] == pytest.approx([h.score for h in exact], abs=1e-5)
