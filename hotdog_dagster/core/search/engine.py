@@ -2,9 +2,10 @@
 
 How a query is scored (also in the README and ``hotdog search --help``):
 
-* A query is a list of parts, each a text or an image with a weight (negative weights push away,
-  weight 0 parts are not encoded at all). Every part is encoded to a unit vector by the same
-  OpenCLIP model that embedded the images.
+* A query is a list of parts, each a text, an image or an indexed image's id with a weight
+  (negative weights push away, weight 0 parts are not encoded at all). Every text and image is
+  encoded to a unit vector by the same OpenCLIP model that embedded the images; an id brings its
+  stored vector.
 * Per space, the query vector is the weighted sum of its parts' vectors, renormalised to unit
   length: ``q = normalise(sum_i w_i * e_i)``. Texts and images share CLIP's space, so a text part and
   an image part mix directly (Marqo's ``{"query": weight}``).
@@ -24,7 +25,7 @@ Three ranking modes (``Query.mode``):
   a part's weight multiplies its words' BM25 contributions (negative weights subtract). Images with
   no query word are not hits. Scores are BM25 sums, not cosines.
 * ``hybrid``: reciprocal rank fusion of the vector ranking and the keyword ranking, weighted as
-  Marqo's ``alpha`` (LanceDB's ``RRFReranker`` without a weight is ``alpha = 0.5``)::
+  Marqo's ``alpha`` (LanceDB's unweighted ``RRFReranker`` orders as ``alpha = 0.5`` does)::
 
       score(d) = alpha / (rrf_k + rank_vector(d)) + (1 - alpha) / (rrf_k + rank_keyword(d))
 
