@@ -88,7 +88,6 @@ def images_table(ids: list[str]) -> pa.Table:
                 "path": f"images/{partition}/{i}.png",
                 "content_hash": f"c-{i}",
                 "pixel_hash": f"x-{i}",
-                "phash": 0,
                 "bytes": 1000,
                 "format": "PNG",
                 "mode": "RGB",

@@ -14,7 +14,6 @@ from hotdog_dagster.core.io.decode import (
     content_hash,
     decode,
     luminance_stats,
-    perceptual_hash,
     pixel_hash,
     to_rgb,
 )
@@ -28,10 +27,6 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
 
 def _decode_file(root: Path, name: str):
     return decode((root / name).read_bytes(), max_pixels=CORPUS_MAX_PIXELS)
-
-
-def _hamming(a: int, b: int) -> int:
-    return bin((a ^ b) & ((1 << 64) - 1)).count("1")
 
 
 def test_corpus_has_both_outcomes(corpus):
@@ -179,20 +174,6 @@ def test_pixel_hash_survives_a_lossless_resave_content_hash_does_not():
     changed = img.copy()
     changed.putpixel((0, 0), (1, 2, 3))
     assert pixel_hash(changed) != pixel_hash(img)
-
-
-def test_perceptual_hash_near_for_reencode_and_resize_far_for_another_image():
-    img = photo(128, 96, seed=21)
-    h = perceptual_hash(decode(encode(img, "PNG")).image)
-    jpeg = perceptual_hash(decode(encode(img, "JPEG", quality=60)).image)
-    smaller = perceptual_hash(decode(encode(img.resize((64, 48), Image.Resampling.LANCZOS), "JPEG", quality=80)).image)
-    other = perceptual_hash(img.transpose(Image.Transpose.ROTATE_180))
-    unrelated = perceptual_hash(Image.fromarray(np.random.default_rng(3).integers(0, 256, (96, 128, 3), np.uint8)))
-    assert isinstance(h, int) and -(1 << 63) <= h < (1 << 63)  # fits Parquet's signed int64
-    assert _hamming(h, jpeg) <= 6
-    assert _hamming(h, smaller) <= 8
-    assert _hamming(h, other) >= 16
-    assert _hamming(h, unrelated) >= 16
 
 
 def test_luminance_stats_of_a_black_frame_and_a_flat_grey():

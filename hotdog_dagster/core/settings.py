@@ -87,6 +87,13 @@ class CleanSettings(Settings):
         3.5, ge=0, description="... and aligned 32x32 thumbnail RMSE at most this (null: no pixel confirmation)"
     )
     max_crop: float = Field(0.1, ge=0, lt=0.5, description="largest crop per side the pixel check undoes")
+    grid_radius: float | None = Field(
+        3.0, ge=0, description="candidates: aligned 4x4 thumbnail grids this close (RMS levels; null: off) ..."
+    )
+    signature_radius: float | None = Field(
+        3.5, ge=0, description="... or background/object colour signatures this close (RMS levels; null: off)"
+    )
+    max_candidates: int = Field(64, ge=1, description="candidates kept per image in a dense region (a warning says so)")
 
 
 class LabelSettings(Settings):

@@ -132,21 +132,6 @@ def pixel_hash(img: Image.Image) -> str:
     return h.hexdigest()
 
 
-_DCT_N = 32
-_DCT = np.cos(np.pi * (2 * np.arange(_DCT_N)[None, :] + 1) * np.arange(_DCT_N)[:, None] / (2 * _DCT_N))
-
-
-def perceptual_hash(img: Image.Image) -> int:
-    """64-bit DCT perceptual hash (pHash): survives re-encoding, resizing and slight crops, yet moves
-    when the content moves, so it can confirm that two near-identical embeddings are the same picture.
-    Returned as a signed 64-bit integer (Parquet has no unsigned 64-bit type DuckDB reads everywhere)."""
-    small = np.asarray(img.convert("L").resize((_DCT_N, _DCT_N), Image.Resampling.BILINEAR), dtype=np.float64)
-    coeffs = (_DCT @ small @ _DCT.T)[:8, :8].reshape(-1)
-    bits = coeffs > np.median(coeffs[1:])
-    value = int(np.packbits(bits).view(">u8")[0])
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
 def luminance_stats(img: Image.Image) -> tuple[float, float]:
     """Mean and standard deviation of luminance (0-255): what blank-frame detection reads."""
     lum = np.asarray(img.convert("L"), dtype=np.float32)

@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 
+from hotdog_dagster.core.clean.descriptor import DESCRIPTOR_BYTES, descriptor_column, descriptors
+from hotdog_dagster.core.clean.pixels import THUMB, THUMB_BYTES, thumbnail, thumbs_to_column
 from hotdog_dagster.core.io.batches import BatchSpec, sidecar_name
 from hotdog_dagster.core.io.decode import (
     DEFAULT_MAX_PIXELS,
@@ -28,7 +31,6 @@ from hotdog_dagster.core.io.decode import (
     content_hash,
     decode,
     luminance_stats,
-    perceptual_hash,
     pixel_hash,
 )
 from hotdog_dagster.core.io.store import Store, replace_dir
@@ -48,7 +50,6 @@ IMAGES_SCHEMA = pa.schema(
         ("path", pa.string()),
         ("content_hash", pa.string()),
         ("pixel_hash", pa.string()),
-        ("phash", pa.int64()),
         ("bytes", pa.int64()),
         ("format", pa.string()),
         ("mode", pa.string()),
@@ -83,10 +84,22 @@ REJECTED_SCHEMA = pa.schema(
 )
 
 
+#: One row per ingested image: its 32x32 RGB thumbnail and the descriptor cleaning searches (core/clean).
+THUMBNAILS_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("partition", pa.string()),
+        ("thumb", pa.binary(THUMB_BYTES)),
+        ("descriptor", pa.binary(DESCRIPTOR_BYTES)),
+    ]
+)
+
+
 @dataclass(frozen=True)
 class IngestResult:
     images: pa.Table
     rejected: pa.Table
+    thumbnails: pa.Table
 
     @property
     def files_in(self) -> int:
@@ -105,7 +118,7 @@ def ingest_batch(
     progress: Progress | None = None,
     generated: Iterable[GeneratedImage] | None = None,
 ) -> IngestResult:
-    """Ingest one batch and write (replace) its partitions of ``images`` and ``rejected``.
+    """Ingest one batch and write (replace) its partitions of ``images``, ``thumbnails`` and ``rejected``.
 
     A diffusion batch is generated here unless ``generated`` hands in its images (the fused
     embedding path and the benchmark watch them go by).
@@ -136,8 +149,24 @@ def ingest_batch(
     rejected = pa.Table.from_pylist(bad, schema=REJECTED_SCHEMA)
     replace_dir(staging, final_dir)
     store.write_table("images", images, spec.key)
+    thumbnails = _thumbnails(good, spec.key)
+    store.write_table("thumbnails", thumbnails, spec.key)
     store.write_table("rejected", rejected, spec.key)
-    return IngestResult(images=images, rejected=rejected)
+    return IngestResult(images=images, rejected=rejected, thumbnails=thumbnails)
+
+
+def _thumbnails(rows: list[dict], partition: str) -> pa.Table:
+    """The batch's thumbnails and descriptors, computed together (vectorised) once decoding is done."""
+    thumbs = np.frombuffer(b"".join(r["thumb"] for r in rows), dtype=np.uint8).reshape(-1, THUMB, THUMB, 3)
+    return pa.table(
+        {
+            "id": pa.array([r["id"] for r in rows], pa.string()),
+            "partition": pa.array([partition] * len(rows), pa.string()),
+            "thumb": thumbs_to_column(thumbs),
+            "descriptor": descriptor_column(descriptors(thumbs)),
+        },
+        schema=THUMBNAILS_SCHEMA,
+    )
 
 
 @dataclass(frozen=True)
@@ -253,7 +282,7 @@ def _process(item: _Item, spec: BatchSpec, staging: Path, final_dir: Path, max_p
         "path": path,
         "content_hash": chash,
         "pixel_hash": pixel_hash(decoded.image),
-        "phash": perceptual_hash(decoded.image),
+        "thumb": thumbnail(decoded.image).tobytes(),  # goes to the thumbnails table, not images
         "bytes": len(item.data),
         "format": decoded.format,
         "mode": decoded.mode,

@@ -1,0 +1,106 @@
+"""What cleaning reads from the store: narrow columns of every partition, wide values of a few rows.
+
+Per-image numbers (ids, hashes, sizes, statistics, descriptors) are small and read for the whole
+set. Vectors and thumbnails are large, so only the rows a step needs are kept, read one partition
+at a time: memory follows the rows asked for, not the size of the set.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from hotdog_dagster.core.clean.pixels import THUMB, thumbs_from_column
+from hotdog_dagster.core.io.store import Store
+from hotdog_dagster.core.io.vectors import column_matrix
+
+log = logging.getLogger(__name__)
+
+
+def read_columns(store: Store, table: str, columns: list[str]) -> pa.Table | None:
+    """``columns`` of every partition of ``table`` (columns a partition lacks come back null)."""
+    parts = [_read_some(store, table, key, columns) for key in store.partitions(table)]
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    return pa.concat_tables(parts, promote_options="default")
+
+
+def unique_ids(table: pa.Table, what: str) -> pa.Table:
+    """``table`` with one row per id (the first); a repeated id is a data error worth a warning, not a crash."""
+    ids = table.column("id")
+    if pc.count_distinct(ids).as_py() == table.num_rows:
+        return table
+    first = pc.index_in(ids, value_set=pc.unique(ids))  # position of each row's id among the distinct ids
+    _, keep = np.unique(first.to_numpy(zero_copy_only=False), return_index=True)
+    log.warning(
+        "%s: %d rows repeat an id seen in an earlier partition; using the first", what, table.num_rows - len(keep)
+    )
+    return table.take(pa.array(np.sort(keep)))
+
+
+def rows_of(store: Store, table: str, ids: Sequence[str], partitions: Sequence[str], columns: list[str]) -> pa.Table:
+    """The rows of ``table`` whose id is in ``ids`` (``partitions[i]`` holds ``ids[i]``): id plus ``columns``."""
+    ids = np.asarray(ids, dtype=object)
+    partitions = np.asarray(partitions, dtype=object)
+    parts = []
+    for key in sorted(set(partitions.tolist())):
+        wanted = pa.array(ids[partitions == key].tolist(), pa.string())
+        part = _read_some(store, table, key, ["id", *columns])
+        if part is None:
+            continue
+        parts.append(part.filter(pc.is_in(part.column("id"), value_set=wanted)))
+    if not parts:
+        return pa.table({"id": pa.array([], pa.string())})
+    return pa.concat_tables(parts, promote_options="default")
+
+
+def vectors_of(store: Store, ids: Sequence[str], partitions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Image vectors aligned to ``ids`` (``(n, D)`` float32) and which were found (and usable)."""
+    found = rows_of(store, "embeddings", ids, partitions, ["vector"])
+    n = len(ids)
+    if found.num_rows == 0 or "vector" not in found.column_names:
+        return np.zeros((n, 0), dtype=np.float32), np.zeros(n, dtype=bool)
+    matrix = column_matrix(found.column("vector"))
+    pos = positions(found.column("id"), ids)
+    out = np.full((n, matrix.shape[1]), np.nan, dtype=np.float32)
+    hit = pos >= 0
+    out[hit] = matrix[pos[hit]]
+    ok = hit & np.isfinite(out).all(axis=1) & (np.abs(out).sum(axis=1) > 0)
+    return out, ok
+
+
+def thumbs_of(store: Store, ids: Sequence[str], partitions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Thumbnails aligned to ``ids`` (``(n, 32, 32, 3)`` uint8) and which were found and readable."""
+    found = rows_of(store, "thumbnails", ids, partitions, ["thumb"])
+    n = len(ids)
+    out = np.zeros((n, THUMB, THUMB, 3), dtype=np.uint8)
+    ok = np.zeros(n, dtype=bool)
+    if found.num_rows == 0 or "thumb" not in found.column_names:
+        return out, ok
+    thumbs, usable = thumbs_from_column(found.column("thumb"))
+    pos = positions(found.column("id"), ids)
+    hit = pos >= 0
+    out[hit] = thumbs[pos[hit]]
+    ok[hit] = usable[pos[hit]]
+    return out, ok
+
+
+def positions(have: pa.ChunkedArray | pa.Array, ids: Sequence[str]) -> np.ndarray:
+    """For each of ``ids``, its row in ``have`` (-1 when absent)."""
+    pos = pc.index_in(pa.array(list(ids), pa.string()), value_set=pa.chunked_array(have).combine_chunks())
+    return pos.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _read_some(store: Store, table: str, key: str, columns: list[str]) -> pa.Table | None:
+    """``columns`` of one partition, leaving out those its file lacks (filled with nulls by the caller's concat)."""
+    path = store.table_path(table, key)
+    if not path.exists():
+        return None
+    names = set(pq.read_schema(path).names)
+    return store.read_table(table, key, columns=[c for c in columns if c in names])
