@@ -24,11 +24,31 @@ log = logging.getLogger(__name__)
 
 def read_columns(store: Store, table: str, columns: list[str]) -> pa.Table | None:
     """``columns`` of every partition of ``table`` (columns a partition lacks come back null)."""
-    parts = [_read_some(store, table, key, columns) for key in store.partitions(table)]
-    parts = [p for p in parts if p is not None]
+    keys = store.partitions(table)
+    parts = {key: _read_some(store, table, key, columns) for key in keys}
+    return concat(table, {k: v for k, v in parts.items() if v is not None})
+
+
+def concat(table: str, parts: dict[str, pa.Table]) -> pa.Table | None:
+    """Partitions as one table; types are widened where they differ (binary of another width, ...).
+
+    A partition whose columns cannot be reconciled with the others is left out with a warning that
+    names it: one bad file must not stop the cleaning of every other batch.
+    """
     if not parts:
         return None
-    return pa.concat_tables(parts, promote_options="default")
+    try:
+        return pa.concat_tables(list(parts.values()), promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    good: list[pa.Table] = []
+    for key, part in parts.items():
+        try:
+            pa.concat_tables([*good, part], promote_options="permissive")
+            good.append(part)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            log.warning("%s partition %r left out: its columns do not match the others (%s)", table, key, exc)
+    return pa.concat_tables(good, promote_options="permissive") if good else None
 
 
 def unique_ids(table: pa.Table, what: str) -> pa.Table:
@@ -48,16 +68,14 @@ def rows_of(store: Store, table: str, ids: Sequence[str], partitions: Sequence[s
     """The rows of ``table`` whose id is in ``ids`` (``partitions[i]`` holds ``ids[i]``): id plus ``columns``."""
     ids = np.asarray(ids, dtype=object)
     partitions = np.asarray(partitions, dtype=object)
-    parts = []
+    parts = {}
     for key in sorted(set(partitions.tolist())):
         wanted = pa.array(ids[partitions == key].tolist(), pa.string())
         part = _read_some(store, table, key, ["id", *columns])
-        if part is None:
-            continue
-        parts.append(part.filter(pc.is_in(part.column("id"), value_set=wanted)))
-    if not parts:
-        return pa.table({"id": pa.array([], pa.string())})
-    return pa.concat_tables(parts, promote_options="default")
+        if part is not None:
+            parts[key] = part.filter(pc.is_in(part.column("id"), value_set=wanted))
+    found = concat(table, parts)
+    return found if found is not None else pa.table({"id": pa.array([], pa.string())})
 
 
 def vectors_of(store: Store, ids: Sequence[str], partitions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
