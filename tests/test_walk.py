@@ -81,10 +81,14 @@ def engine(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture
-def lists_always(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Use the k-NN lists even for tiny inputs (normally they go straight to the exact loop)."""
+@pytest.fixture(params=["matrix", "lists"])
+def plan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both plans of the tour, even for tiny inputs (which normally take the exact loop): every score
+    in one matrix, or k-NN lists (what sets too large for the matrix get)."""
     monkeypatch.setattr(tour_module, "SMALL", 1)
+    if request.param == "lists":
+        monkeypatch.setattr(tour_module, "MATRIX_BYTES", 0)
+    return request.param
 
 
 # -- the tour ---------------------------------------------------------------------------------------
@@ -92,7 +96,7 @@ def lists_always(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("n", [2, 3, 17, 150, 700])
 @pytest.mark.parametrize("data", [uniform, clustered])
-def test_tour_is_the_naive_loop(n: int, data, engine: str, lists_always: None) -> None:
+def test_tour_is_the_naive_loop(n: int, data, engine: str, plan: str) -> None:
     v = data(n, 48, seed=n)
     start = n // 3
     for k in (4, 40):  # small lists run out and exercise the fallback; large ones mostly suffice
@@ -101,14 +105,14 @@ def test_tour_is_the_naive_loop(n: int, data, engine: str, lists_always: None) -
 
 
 @pytest.mark.parametrize("n,distinct", [(120, 9), (400, 100), (300, 300)])
-def test_exact_ties_go_to_the_lowest_id(n: int, distinct: int, engine: str, lists_always: None) -> None:
+def test_exact_ties_go_to_the_lowest_id(n: int, distinct: int, engine: str, plan: str) -> None:
     """Duplicated vectors tie exactly (more copies than k included): the lowest row wins, as in the loop."""
     v = copies(n, 32, seed=distinct, distinct=distinct)
     for k in (3, 16):
         np.testing.assert_array_equal(greedy_tour(v, 5, k=k, engine=engine).order, reference_tour(v, 5))
 
 
-def test_orthogonal_vectors_tie_everywhere(engine: str, lists_always: None) -> None:
+def test_orthogonal_vectors_tie_everywhere(engine: str, plan: str) -> None:
     """Every pair scores exactly 0: the tour is the rows in order, skipping the start."""
     v = np.eye(90, dtype=np.float32)
     got = greedy_tour(v, 7, k=5, engine=engine).order
@@ -123,11 +127,14 @@ def test_default_path_without_forcing_lists() -> None:
     np.testing.assert_array_equal(greedy_tour(v, 9, max_frames=50).order, reference_tour(v, 9, frames=50))
     full = greedy_tour(v, 9)
     np.testing.assert_array_equal(full.order, reference_tour(v, 9))
-    assert full.stats.engine in ("bf16", "fp32")
-    assert full.neighbours is not None and full.neighbours.shape == (3000, tour_module.DEFAULT_K)
+    assert full.stats.engine in ("bf16-matrix", "fp32-matrix") and full.neighbours is None
+    listed = greedy_tour(v, 9, matrix_bytes=0)
+    np.testing.assert_array_equal(listed.order, full.order)
+    assert listed.stats.engine in ("bf16", "fp32")
+    assert listed.neighbours is not None and listed.neighbours.shape == (3000, tour_module.DEFAULT_K)
 
 
-def test_max_frames_is_a_prefix(lists_always: None) -> None:
+def test_max_frames_is_a_prefix(plan: str) -> None:
     v = clustered(500, 32, seed=8)
     whole = greedy_tour(v, 3, k=6).order
     part = greedy_tour(v, 3, k=6, max_frames=200).order
@@ -142,7 +149,9 @@ def test_max_frames_is_a_prefix(lists_always: None) -> None:
     seed=st.integers(min_value=0, max_value=10_000),
 )
 def test_tour_matches_on_coarse_vectors(n: int, levels: int, k: int, seed: int) -> None:
-    """Vectors with coordinates in {-levels..levels}: ties everywhere, many at the ends of the lists."""
+    """Vectors with coordinates in {-levels..levels}: ties everywhere, many at the ends of the lists.
+
+    Both plans (a third of the examples use the matrix) and both engines."""
     rng = np.random.default_rng(seed)
     x = rng.integers(-levels, levels + 1, size=(n, 6)).astype(np.float32)
     x[np.abs(x).sum(axis=1) == 0, 0] = 1
@@ -151,7 +160,8 @@ def test_tour_matches_on_coarse_vectors(n: int, levels: int, k: int, seed: int) 
     old = tour_module.SMALL
     tour_module.SMALL = 1
     try:
-        got = greedy_tour(v, start, k=k, engine="bf16" if seed % 2 else "fp32").order
+        engine = "bf16" if seed % 2 else "fp32"
+        got = greedy_tour(v, start, k=k, engine=engine, matrix_bytes=0 if seed % 3 else 2**30).order
     finally:
         tour_module.SMALL = old
     np.testing.assert_array_equal(got, reference_tour(v, start))

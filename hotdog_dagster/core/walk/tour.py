@@ -6,18 +6,20 @@ by image id, so that is "by id"). Scores are compared as :func:`exact_scores` co
 (float64 dot products rounded to float32), so the answer does not depend on which BLAS kernel ran.
 
 The naive loop reads every remaining vector at every step. Here every vector's ``k`` nearest
-neighbours come from one batched matrix product (bfloat16 where the CPU multiplies it natively,
-else float32), the listed scores are recomputed in float32, and a step only reads the current
-vector's list:
+neighbours come from batched matrix products (bfloat16 where the CPU multiplies it natively, else
+float32) with a proven bound on their error (:func:`error_bound`), and a step only reads the
+current vector's list:
 
-* Every pool member missing from row ``i``'s list scores at most ``bound[i] + bound_error[i]``
-  (proven error bounds, see :func:`error_bound`). The first unvisited entry is the answer when it
-  clears that bound; entries within float32 error of each other (near ties) are re-scored exactly
-  and the lowest id wins a true tie. So the tour is the naive loop's, step for step.
-* When the current list has no entry that clears its bound (its neighbours were visited), the
-  fallback recomputes in one batched search over the remaining vectors the lists of the current
-  vector and of the unvisited vectors whose lists visits have worn down most; an exact pass covers
-  more exact ties than ``k``.
+* Every pool member missing from row ``i``'s list computed to at most ``bound[i]``, so it scores
+  at most ``bound[i] + bound_error[i]`` exactly; listed members are scored again in float32. The first unvisited entry is the answer when it clears
+  that by its own error and no other entry is within twice the error of it; otherwise the entries
+  within that window (near ties) are re-scored exactly and the lowest id wins a true tie. So the
+  tour is the naive loop's, step for step.
+* When the current list cannot prove its answer (its neighbours were visited), the fallback
+  recomputes in one batched search over the remaining vectors the lists of the current vector and
+  of the unvisited vectors whose lists visits have worn down most; an exact pass covers more exact
+  ties than ``k``. Lists that could not prove anything even fresh (dense neighbourhoods, within the
+  bf16 error of each other) are searched again in float32.
 
 Nothing here touches a persistent index: the search pool is a temporary copy of the vectors.
 """
@@ -25,6 +27,7 @@ Nothing here touches a persistent index: the search pool is a temporary copy of 
 from __future__ import annotations
 
 import math
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +47,8 @@ SMALL = 64
 SMALL_BATCH = 64
 #: Lists refreshed per fallback, at most (the current one plus the most worn).
 REFRESH = 256
+#: Up to this many bytes, every score is kept (bf16, n x n) and a step scans one row; beyond, k-NN lists.
+MATRIX_BYTES = 2 * 1024**3
 _U = 2.0**-24
 _probed: dict[int, str] = {}
 
@@ -53,12 +58,14 @@ class Lists:
     """k-NN lists: row ``i`` holds rows of the input sorted by float32 score, descending.
 
     Padding entries hold ``len(vectors)`` (always treated as visited) and -inf. Listed scores are
-    within ``FP32 error`` of exact; every pool member missing from row ``i`` (itself aside) scores at
-    most ``bound[i] + bound_error[i]`` exactly; ``bound`` is -inf when the row lists them all.
+    within ``error[i]`` of exact; every pool member missing from row ``i`` (itself aside) computed
+    (in the engine's precision) to at most ``bound[i]``, within ``bound_error[i]`` of exact.
+    ``bound`` is -inf when the row lists them all.
     """
 
     ids: np.ndarray  # (q, k) int64
     scores: np.ndarray  # (q, k) float32
+    error: np.ndarray  # (q,) float32
     bound: np.ndarray  # (q,) float32
     bound_error: np.ndarray  # (q,) float32
 
@@ -233,19 +240,21 @@ def knn_lists(
 ) -> Lists:
     """Each query row's ``k`` best pool members (itself and ``excluded`` pool positions left out).
 
-    Approximate (bf16) scores pick the members and set the bound; the members' scores are then
-    recomputed in float32 and the rows re-sorted, so near ties are rare in the walk.
+    bf16 products pick the members and set the bound; the members are then scored in float32.
+    Rows whose lists could not prove an answer even fresh (more near neighbours within the
+    bf16 error than ``k / 4`` clear of the bound) are searched again in float32.
     """
     n, m, q = len(vectors), len(pool), len(queries)
     ids = np.full((q, k), n, dtype=np.int64)
     scores = np.full((q, k), -np.inf, dtype=np.float32)
     bound = np.full(q, -np.inf, dtype=np.float32)
+    error = np.zeros(q, dtype=np.float32)
     bound_error = np.zeros(q, dtype=np.float32)
     drop = np.flatnonzero(excluded) if excluded is not None else np.zeros(0, np.int64)
     live = m - len(drop)
     kk = min(k, live)
     if kk <= 0 or q == 0:
-        return Lists(ids, scores, bound, bound_error)
+        return Lists(ids, scores, error, bound, bound_error)
     where = np.minimum(np.searchsorted(pool.rows, queries), m - 1)
     in_pool = pool.rows[where] == queries
     if excluded is not None:
@@ -255,15 +264,14 @@ def knn_lists(
     chunk = int(np.clip(2**25 // m, SMALL_BATCH, 4096))
     for lo in range(0, q, chunk):
         hi = min(q, lo + chunk)
-        _fill(vectors, queries, pool, kk, drop, self_pos, others, slice(lo, hi), ids, scores, bound, bound_error)
-    # bf16 lists of dense neighbourhoods (more near neighbours within the bf16 error than k/4
-    # clear of the bound) could not prove their answers: those rows get float32 lists
-    clear = (scores > (bound + bound_error + pool.fp32_error)[:, None]).sum(axis=1)
+        out = (ids, scores, error, bound, bound_error)
+        _fill(vectors, queries, pool, kk, drop, self_pos, others, slice(lo, hi), *out)
+    clear = (scores > (bound + bound_error + error)[:, None]).sum(axis=1)
     dense = np.flatnonzero((bound_error > pool.fp32_error) & (clear < max(1, kk // 4)))
     for lo in range(0, len(dense), chunk):
-        rows = dense[lo : lo + chunk]
-        _fill(vectors, queries, pool, kk, drop, self_pos, others, rows, ids, scores, bound, bound_error, True)
-    return Lists(ids, scores, bound, bound_error)
+        out = (ids, scores, error, bound, bound_error)
+        _fill(vectors, queries, pool, kk, drop, self_pos, others, dense[lo : lo + chunk], *out, precise=True)
+    return Lists(ids, scores, error, bound, bound_error)
 
 
 def _fill(
@@ -277,29 +285,29 @@ def _fill(
     at: slice | np.ndarray,
     ids: np.ndarray,
     scores: np.ndarray,
+    error: np.ndarray,
     bound: np.ndarray,
     bound_error: np.ndarray,
     precise: bool = False,
 ) -> None:
     """Search the queries ``at`` and write their list rows (float32 scores, sorted)."""
-    n = len(vectors)
     x = vectors[queries[at]]
-    vals, pos, error = pool.top(x, kk, drop, self_pos[at], precise)
+    vals, pos, e = pool.top(x, kk, drop, self_pos[at], precise)
     finite = np.isfinite(vals)
-    if error > pool.fp32_error:  # bf16 picked them: score the members in float32, re-sort
-        exact = np.empty(vals.shape, dtype=np.float32)
-        for r in range(len(x)):  # row by row: the gathered rows stay in cache (2x a batched gather)
-            exact[r] = pool.fp32[pos[r]] @ x[r]
-        exact[~finite] = -np.inf
-        order = np.argsort(-exact, axis=1, kind="stable")
+    listed = vals
+    if e > pool.fp32_error:  # bf16 picked them: score the members in float32, re-sort
+        listed = np.empty(vals.shape, dtype=np.float32)
+        for r in range(len(x)):  # row by row: the gathered rows stay in cache
+            listed[r] = pool.fp32[pos[r]] @ x[r]
+        listed[~finite] = -np.inf
+        order = np.argsort(-listed, axis=1, kind="stable")
         pos, finite = np.take_along_axis(pos, order, axis=1), np.take_along_axis(finite, order, axis=1)
-        listed = np.take_along_axis(exact, order, axis=1)
-    else:
-        listed = vals
-    ids[at, :kk] = np.where(finite, pool.rows[pos], n)
+        listed = np.take_along_axis(listed, order, axis=1)
+    ids[at, :kk] = np.where(finite, pool.rows[pos], len(vectors))
     scores[at, :kk] = listed
+    error[at] = pool.fp32_error
     bound[at] = np.where(others[at] > kk, vals[:, -1], -np.inf)
-    bound_error[at] = error
+    bound_error[at] = e
 
 
 class _Walker:
@@ -311,12 +319,11 @@ class _Walker:
         self.k = k
         self.visited = np.zeros(self.n + 1, dtype=bool)
         self.visited[self.n] = True  # the padding id
-        self.ids, self.scores = lists.ids, lists.scores
-        # a listed score must exceed this to beat everything unlisted (slack for float32 rounding)
-        self.ceiling = lists.bound + lists.bound_error + pool.fp32_error
+        self.ids, self.scores, self.error = lists.ids, lists.scores, lists.error
+        # every unlisted pool member scores at most this, exactly
+        self.ceiling = lists.bound + lists.bound_error
         self.pool = pool
         self.norm2 = max_norm2(vectors)
-        self.error = pool.fp32_error
         self.stats = stats
 
     def next_from_list(self, cur: int) -> int:
@@ -328,11 +335,11 @@ class _Walker:
             return -1
         s = self.scores[cur]
         a = s[j]
-        e2 = 2 * self.error
-        if a > self.ceiling[cur] and (j + 1 == self.k or s[j + 1] < a - e2):
+        e = self.error[cur]
+        if a - e > self.ceiling[cur] and (j + 1 == self.k or s[j + 1] < a - 2 * e):
             return int(row[j])
         self.stats.near_ties += 1
-        live = np.flatnonzero(~vis & (s >= a - e2))
+        live = np.flatnonzero(~vis & (s >= a - 2 * e))
         rows = row[live]
         exact = exact_scores(self.v, rows, self.v[cur])
         best = exact.max()
@@ -348,7 +355,7 @@ class _Walker:
         """
         ids = self.ids[remaining]
         vis = self.visited[ids]
-        clear = self.scores[remaining] > self.ceiling[remaining, None]
+        clear = self.scores[remaining] > (self.ceiling + self.error)[remaining, None]
         health = (~vis & clear).sum(axis=1)
         worn = np.flatnonzero(vis.any(axis=1) & (health <= self.k // 2))
         if len(worn) >= REFRESH:
@@ -369,12 +376,13 @@ class _Walker:
         fresh = knn_lists(self.v, queries, self.pool, self.k, excluded=stale)
         self.ids[queries] = fresh.ids
         self.scores[queries] = fresh.scores
-        self.ceiling[queries] = fresh.bound + fresh.bound_error + self.error
+        self.error[queries] = fresh.error
+        self.ceiling[queries] = fresh.bound + fresh.bound_error
         self.stats.refreshed_lists += len(queries)
         nxt = self.next_from_list(cur)
         if nxt < 0:  # more exact ties than k at the end of a fresh list: one exact pass settles it
             self.stats.exact_passes += 1
-            nxt = exact_next(self.v, cur, remaining, self.error)
+            nxt = exact_next(self.v, cur, remaining, self.pool.fp32_error)
         self.stats.refresh_seconds += time.perf_counter() - t0
         return nxt
 
@@ -397,12 +405,15 @@ def greedy_tour(
     max_frames: int | None = None,
     k: int = DEFAULT_K,
     engine: Engine = "auto",
+    matrix_bytes: int = MATRIX_BYTES,
     progress: Callable[[int, int], None] | None = None,
 ) -> Tour:
     """The exact greedy nearest-neighbour tour from row ``start``; see the module docstring.
 
-    ``max_frames`` stops early (the first frames of the full tour). ``neighbours`` in the result are
-    the lists over the whole input, for :func:`hotdog_dagster.core.walk.improve.improve` to reuse.
+    ``max_frames`` stops early (the first frames of the full tour). When the n x n bf16 score
+    matrix fits in ``matrix_bytes`` it is computed once (symmetric blocks) and each step scans the
+    current row; otherwise each vector gets a ``k``-NN list. ``neighbours`` in the result are the
+    lists over the whole input (list plan only), for :func:`~hotdog_dagster.core.walk.improve.improve`.
     """
     v = np.ascontiguousarray(vectors, dtype=np.float32)
     if v.ndim != 2:
@@ -428,6 +439,9 @@ def greedy_tour(
         return Tour(order, _similarity(v, order), None, stats)
 
     stats.engine = pick_engine(engine, v.shape[1])
+    if 2 * n * n <= matrix_bytes:
+        _matrix_walk(v, order, stats, progress)
+        return Tour(order, _similarity(v, order), None, stats)
     t0 = time.perf_counter()
     everyone = np.arange(n)
     pool = Pool(v, everyone, stats.engine, max_norm2(v))
@@ -453,6 +467,91 @@ def greedy_tour(
     if progress is not None:
         progress(frames, frames)
     return Tour(order, _similarity(v, order), neighbours, stats)
+
+
+def _matrix_walk(
+    v: np.ndarray, order: np.ndarray, stats: TourStats, progress: Callable[[int, int], None] | None
+) -> None:
+    """Every score in a bf16 matrix, then one row scan per step (int16 keys, SIMD), near ties exact.
+
+    The matrix is filled by symmetric blocks (each pair multiplied once, copied to its mirror) and
+    compacted to the unvisited rows and columns whenever half of it is visited. A row's bf16 bits
+    become order-preserving int16 keys; the entries within twice the error bound of the row's
+    maximum are the only possible answers and are settled by :func:`exact_scores`.
+    """
+    import torch
+
+    n, d = v.shape
+    frames = len(order)
+    t0 = time.perf_counter()
+    norm2 = max_norm2(v)
+    error = error_bound(d, norm2, stats.engine)
+    if stats.engine == "fp32":  # float32 products stored as bf16: their rounding is the bf16 output term
+        error = error_bound(d, norm2, "fp32") + 2.0**-9 * norm2 * 1.01
+    x = torch.from_numpy(v)
+    xb = x.bfloat16() if stats.engine == "bf16" else x
+    scores = torch.empty((n, n), dtype=torch.bfloat16)
+    block = 2048
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
+        part = (xb[lo:hi] @ xb[lo:].T).to(torch.bfloat16)  # this block against itself and every later one
+        scores[lo:hi, lo:] = part
+        scores[hi:, lo:hi] = part[:, hi - lo :].T
+    bits = scores.view(torch.int16).numpy()
+    stats.list_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rows = np.arange(n)  # matrix row/column -> input row
+    where = np.arange(n)  # input row -> matrix row/column (valid for unvisited rows)
+    dead = np.zeros(n, dtype=bool)
+    cur = int(order[0])
+    dead[cur] = True
+    visited_here = 1
+    every = max(1, frames // 20)
+    for t in range(1, frames):
+        if 2 * visited_here > len(rows):  # half the matrix is visited: keep the live part only
+            live = np.flatnonzero(~dead)
+            keep = torch.from_numpy(np.concatenate([live, [where[cur]]]))
+            scores = scores.index_select(0, keep).index_select(1, keep)
+            bits = scores.view(torch.int16).numpy()
+            rows = rows[keep.numpy()]
+            where[rows] = np.arange(len(rows))
+            dead = np.zeros(len(rows), dtype=bool)
+            dead[-1] = True  # cur, kept for its row
+            visited_here = 1
+            stats.pool_builds += 1
+        b = bits[where[cur]]
+        key = b ^ ((b >> 15) & 0x7FFF)  # bf16 bits -> int16 keys in value order
+        key[dead] = -32768
+        top = int(key.max())
+        floor = _floor_key(_key_value(top) - 2 * error)
+        near = np.flatnonzero(key >= floor)
+        if len(near) == 1:
+            nxt = int(rows[near[0]])
+        else:
+            stats.near_ties += 1
+            cand = rows[near]
+            exact = exact_scores(v, cand, v[cur])
+            nxt = int(cand[exact == exact.max()].min())
+        dead[where[nxt]] = True
+        visited_here += 1
+        order[t] = cur = nxt
+        if progress is not None and t % every == 0:
+            progress(t, frames)
+    stats.walk_seconds = time.perf_counter() - t0
+    stats.engine += "-matrix"
+
+
+def _key_value(key: int) -> float:
+    """The float a bf16 order key stands for."""
+    bits = key ^ ((key >> 15) & 0x7FFF)
+    return struct.unpack("<f", struct.pack("<I", (bits & 0xFFFF) << 16))[0]
+
+
+def _floor_key(value: float) -> int:
+    """A key at or below that of every bf16 number >= ``value`` (truncation, then one step down for -0)."""
+    bits = struct.unpack("<I", struct.pack("<f", value))[0] >> 16
+    signed = bits - 0x10000 if bits & 0x8000 else bits
+    return (signed ^ ((signed >> 15) & 0x7FFF)) - 1
 
 
 def _naive_walk(v: np.ndarray, order: np.ndarray, progress: Callable[[int, int], None] | None) -> None:
