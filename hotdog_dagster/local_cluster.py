@@ -310,11 +310,12 @@ class LocalCluster:
     def start_worker(self, name: str, queues: list[str]) -> Service:
         """A Celery worker consuming ``queues`` (``dagster`` is the default queue), one step at a time.
 
-        The solo pool runs steps in the worker process itself, so the model a GPU step loads stays
-        loaded for the next partition's step; its Celery name is ``<name>@<host>``.
+        The solo pool runs steps in the worker process itself, so the code is imported once and the model
+        a GPU step loads stays loaded for the next partition's step; its Celery name is ``<name>@<host>``.
         """
         args = [sys.executable, "-m", "dagster_celery.cli", "worker", "start", "-A", "dagster_celery.app"]
-        args += ["-y", str(self.celery_yaml), "-n", name]
+        # -i: the worker imports the definitions when it starts, not when its first step arrives
+        args += ["-y", str(self.celery_yaml), "-n", name, "-i", "hotdog_dagster.definitions"]
         for q in queues:
             args += ["-q", q]
         args += ["--", "--pool", "solo"]
