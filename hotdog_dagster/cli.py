@@ -6,16 +6,21 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from hotdog_dagster.core.io.batches import (
     BatchSpec,
     check_sketch_overlap,
     list_batches,
+    plan_diffusion,
     plan_sketch,
 )
 from hotdog_dagster.core.io.store import Store
 from hotdog_dagster.core.io.watch import folder_batches, plan_new_files
+from hotdog_dagster.core.model.schedulers import SCHEDULER_NAMES
 from hotdog_dagster.core.settings import Profile, load_profile
 
 SEARCH_HELP = """\
@@ -61,23 +66,46 @@ class CliError(Exception):
     """A user error: printed as one line, no traceback."""
 
 
+#: --flag of each generation setting the command line sets, so a bad value names the flag the user typed.
+GENERATE_FLAGS = {
+    "model": "--diffusion-model",
+    "prompts": "--prompt",
+    "prompt_file": "--prompt-file",
+    "negative_prompt": "--negative-prompt",
+    "steps": "--steps",
+    "guidance": "--guidance",
+    "scheduler": "--scheduler",
+    "width": "--width",
+    "height": "--height",
+    "batch_size": "--gen-batch-size",
+    "seed": "--seed",
+}
+
+
 def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--source",
-        choices=["sketch", "folder"],
+        choices=["sketch", "folder", "diffusion"],
         default="sketch",
-        help="sketch: draw the procedural hot-dog world; folder: ingest a folder (recursive) or .zip of images",
+        help="sketch: draw the procedural hot-dog world; folder: ingest a folder (recursive) or .zip of images; "
+        "diffusion: generate images with Stable Diffusion (options below, docs/generation.md)",
     )
-    p.add_argument("--images", type=int, default=500, help="sketch: how many images to draw (default 500)")
     p.add_argument(
-        "--seed", type=int, default=0, help="sketch: the stream to draw from; same seed, same images (default 0)"
+        "--images", type=int, default=500, help="sketch, diffusion: how many images to draw or generate (default 500)"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="sketch: the stream to draw from, same seed same images (default 0); diffusion: the run seed every "
+        "image's seed derives from (default: the profile's generate.seed)",
     )
     p.add_argument("--path", type=Path, help="folder: the folder or zip to ingest")
     p.add_argument(
         "--partition-size",
         type=int,
         default=None,
-        help="images per partition (default 100 for sketch, 1000 for folder)",
+        help="images per partition (default 100 for sketch and diffusion, 1000 for folder)",
     )
     p.add_argument(
         "--rerun",
@@ -88,6 +116,41 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
         "--config", type=Path, help="a run profile (YAML), e.g. configs/real.yaml; default: the embedded profile"
     )
     p.add_argument("--home", type=Path, help="data root (default $HOTDOG_HOME or ./.hotdog)")
+    gen = p.add_argument_group(
+        "diffusion source",
+        "Each option replaces that setting of the profile's generate section (configs/hot-dog-100k.yaml). "
+        "Partitions are diffusion-s<seed>-<first index>: planning the same --seed and --partition-size again "
+        "with other options replaces them (downstream then shows stale); use another --seed for a second set.",
+    )
+    gen.add_argument(
+        "--prompt",
+        action="append",
+        metavar="TEXT",
+        help="a prompt, used in turn image by image (repeatable); prompts given here replace the profile's",
+    )
+    gen.add_argument(
+        "--prompt-file", type=Path, metavar="FILE", help="one prompt per line (# comments), after --prompt"
+    )
+    gen.add_argument("--negative-prompt", metavar="TEXT", help="what to steer away from (needs guidance > 1)")
+    gen.add_argument("--steps", type=int, help="denoising steps (default 50; 2-8 for LCM or turbo models)")
+    gen.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 7.5; 1 or less: off)")
+    gen.add_argument(
+        "--scheduler", metavar="NAME", help=f"sampler: {', '.join(SCHEDULER_NAMES)} (default: the model's own)"
+    )
+    gen.add_argument("--width", type=int, help="pixels, a multiple of 8 (default 512)")
+    gen.add_argument("--height", type=int, help="pixels, a multiple of 8 (default 512)")
+    gen.add_argument(
+        "--gen-batch-size",
+        type=int,
+        metavar="N",
+        help="images per denoising pass (default 4); lower it on out-of-memory",
+    )
+    gen.add_argument(
+        "--diffusion-model",
+        metavar="NAME_OR_PATH",
+        help="a diffusers model folder, a Hugging Face id already in the local cache (nothing is downloaded), "
+        "or tiny-random (random weights, for plumbing)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--partition KEY`: each partition key is backed by a manifest under $HOTDOG_HOME/batches.",
     )
     _add_source_args(plan)
+    regen = sub.add_parser(
+        "regenerate",
+        help="generate one stored diffusion image again and check it matches the stored file",
+        description="Generate image ID again from its partition's manifest and its recorded columns (prompt, seed, "
+        "model, scheduler, steps, guidance, size) and compare the pixels with the stored file. Exit status 0 when "
+        "they match, 1 when they differ (other hardware or library versions can change low bits).",
+    )
+    regen.add_argument("id", help="the image's id (the id column of images, or a search hit's id)")
+    regen.add_argument("--out", type=Path, metavar="FILE", help="also write the regenerated PNG to FILE")
+    regen.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    regen.add_argument("--home", type=Path, help="data root (default $HOTDOG_HOME or ./.hotdog)")
     search = sub.add_parser(
         "search",
         help="search the images by text, image, weighted mixes of both, and filters",
@@ -241,9 +315,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _diffusion_profile(args: argparse.Namespace, profile: Profile) -> Profile:
+    """The profile with the command line's generation options on top of its ``generate`` section."""
+    given_prompts = bool(args.prompt) or args.prompt_file is not None
+    overrides = {
+        # prompts or a prompt file on the command line replace the profile's prompts, file and all
+        "prompts": (args.prompt or []) if given_prompts else None,
+        "prompt_file": (str(args.prompt_file) if args.prompt_file else "") if given_prompts else None,
+        "negative_prompt": args.negative_prompt,
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "scheduler": args.scheduler,
+        "width": args.width,
+        "height": args.height,
+        "batch_size": args.gen_batch_size,
+        "model": args.diffusion_model,
+        "seed": args.seed,
+    }
+    try:
+        return profile.with_overrides("generate", **overrides)
+    except ValidationError as exc:
+        raise CliError(_flag_errors(exc)) from None
+
+
+def _flag_errors(exc: ValidationError) -> str:
+    """One clause per bad value, named by its flag: ``--scheduler: unknown scheduler 'x'; valid schedulers: ...``."""
+    out = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        where = GENERATE_FLAGS.get(field, f"generate.{field}" if field else "diffusion options")
+        msg = err["msg"].removeprefix("Value error, ")
+        out.append(f"{where}: {msg}" + ("" if err["type"] == "value_error" else f" (got {err.get('input')!r})"))
+    return "; ".join(out)
+
+
 def _specs(args: argparse.Namespace, store: Store, profile: Profile) -> list[BatchSpec]:
+    if args.source == "diffusion":
+        settings = _diffusion_profile(args, profile).generate
+        return plan_diffusion(settings, args.images, args.partition_size or 100)
     if args.source == "sketch":
-        specs = plan_sketch(args.seed, args.images, args.partition_size or 100, size=profile.ingest.sketch_size)
+        seed = 0 if args.seed is None else args.seed
+        specs = plan_sketch(seed, args.images, args.partition_size or 100, size=profile.ingest.sketch_size)
         try:
             check_sketch_overlap(list_batches(store), specs)
         except ValueError as exc:
@@ -277,9 +389,23 @@ def _setup(args: argparse.Namespace) -> tuple[Store, Profile]:
     return Store(args.home), profile
 
 
+def _load_diffusion_model(specs: list[BatchSpec]) -> None:
+    """Load the diffusion model before any run starts, so a missing model is one line (exit 2) rather than
+    a failed step per batch; ``hotdog run`` executes its steps in this process, so they reuse it."""
+    diffusion = [s for s in specs if s.source == "diffusion"]
+    if not diffusion:
+        return
+    from hotdog_dagster.core.io.batches import generate_settings
+    from hotdog_dagster.core.model.generation import load_pipeline
+
+    settings = generate_settings(diffusion[0])  # one planning: every batch has the same model and device
+    load_pipeline(settings.model, settings.device, settings.precision, settings.compile)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     store, profile = _setup(args)
     specs = _specs(args, store, profile)
+    _load_diffusion_model(specs)
     from hotdog_dagster.pipeline import run_pipeline  # loads Dagster and the asset graph only when needed
 
     log = store.root / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
@@ -349,6 +475,27 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for spec in specs:
         print(f"{spec.key}\t{spec.source}\t{spec.size_hint}")
     return 0
+
+
+def cmd_regenerate(args: argparse.Namespace) -> int:
+    from hotdog_dagster.core.model.generation import regenerate
+
+    try:
+        result = regenerate(Store(args.home), args.id, out=args.out)
+    except KeyError as exc:  # an unknown id
+        raise CliError(exc.args[0]) from None
+    if args.json:
+        print(json.dumps(asdict(result), indent=2))
+    else:
+        if result.matches:
+            verdict = "matches the stored file" + (
+                ", byte for byte" if result.identical_file else " (same pixels, other PNG bytes)"
+            )
+        else:
+            verdict = f"DIFFERS from the stored file (largest channel difference {result.max_abs_diff} of 255)"
+        print(f"{result.image_id}: {verdict}; {result.note}")
+        print(f"stored: {result.path}" + (f"\nregenerated: {result.written}" if result.written else ""))
+    return 0 if result.matches else 1
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -454,6 +601,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 COMMANDS = {
     "run": cmd_run,
     "plan": cmd_plan,
+    "regenerate": cmd_regenerate,
     "prepare": cmd_prepare,
     "search": cmd_search,
     "serve": cmd_serve,

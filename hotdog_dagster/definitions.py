@@ -13,6 +13,7 @@ from hotdog_dagster.core.labels.scoring import LabelSet, fingerprint
 from hotdog_dagster.core.settings import Profile, load_profile
 from hotdog_dagster.defs import automation, catalog, clean, embed, index, ingest, label, search
 from hotdog_dagster.defs.catalog.dbt import dbt_resource
+from hotdog_dagster.defs.ingest.assets import place_generation
 from hotdog_dagster.defs.ingest.sensors import BATCH_JOB
 from hotdog_dagster.defs.shared import batches
 from hotdog_dagster.resources import resources_for
@@ -56,7 +57,7 @@ def with_label_version(assets: list[dg.AssetsDefinition], profile: Profile) -> l
 def build_definitions(profile: Profile | None = None, home: str = "") -> dg.Definitions:
     profile = profile or load_profile()
     return dg.Definitions(
-        assets=automation.follow_batches(with_label_version(ASSETS, profile)),
+        assets=automation.follow_batches(with_label_version(place_generation(ASSETS, profile), profile)),
         asset_checks=CHECKS,
         jobs=JOBS,
         sensors=SENSORS,

@@ -217,6 +217,7 @@ class Profile(Settings):
     watch: WatchSettings = Field(default_factory=WatchSettings)
     clean: CleanSettings = Field(default_factory=CleanSettings)
     labels: LabelSettings = Field(default_factory=LabelSettings)
+    generate: GenerateSettings = Field(default_factory=GenerateSettings)
     scale: ScaleSettings = Field(default_factory=ScaleSettings)
 
     def with_overrides(self, section: str, **overrides: Any) -> Profile:
