@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 EPS = 1e-9
+#: A full round that shortens the path by less than this share of its length ends the search.
+MIN_GAIN = 1e-4
 #: Neighbours per frame tried by 2-opt, and by Or-opt.
 TWO_OPT_K = 10
 OR_OPT_K = 5
@@ -313,32 +315,34 @@ def improve(
     two = orr = rounds = 0
     while rounds < max_rounds and (time_limit is None or time.perf_counter() - t0 < time_limit):
         rounds += 1
-        applied = 0
+        applied, gained = 0, 0.0
         path.touched.clear()
         for _, a, c, shifted in sorted(_two_opt_candidates(path, nbr, nd, active), reverse=True):
             # earlier moves shift positions: re-derive each move from its frames, re-check its gain
             i, j = sorted((int(path.pos[a]), int(path.pos[c])))
             if shifted:
                 i, j = i - 1, j - 1
-            if path.two_opt_gain(i, j) > EPS:
+            g = path.two_opt_gain(i, j)
+            if g > EPS:
                 path.reverse(i + 1, j)
-                applied += 1
-                two += 1
+                applied, gained, two = applied + 1, gained + g, two + 1
         for _, first, last, joined, c, after in sorted(_or_opt_candidates(path, nbr, nd, active), reverse=True):
             s, e = int(path.pos[first]), int(path.pos[last])
             if e < s:
                 continue  # the run was reversed by an earlier move
             t = int(path.pos[c]) if after else int(path.pos[c]) - 1
             flip = (joined != first) if after else (joined == first)
-            if path.or_opt_gain(s, e, t, flip) > EPS:
+            g = path.or_opt_gain(s, e, t, flip)
+            if g > EPS:
                 path.move(s, e, t, flip)
-                applied += 1
-                orr += 1
+                applied, gained, orr = applied + 1, gained + g, orr + 1
         if not applied:
             if active.all():
                 break
             active[:] = True  # the quick rounds found nothing: one full round decides
             continue
+        if active.all() and gained < MIN_GAIN * before.length:
+            break  # a full round that barely helps: the rest would cost more than it saves
         # don't-look bits: the next round only starts from frames whose steps changed
         active = np.zeros(len(v), dtype=bool)
         active[list(path.touched)] = True

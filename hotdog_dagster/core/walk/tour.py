@@ -506,6 +506,8 @@ def _matrix_walk(
     cur = int(order[0])
     dead[cur] = True
     visited_here = 1
+    key = np.empty(n, dtype=np.int16)
+    fp32_error = error_bound(d, norm2, "fp32")
     every = max(1, frames // 20)
     for t in range(1, frames):
         if 2 * visited_here > len(rows):  # half the matrix is visited: keep the live part only
@@ -518,20 +520,23 @@ def _matrix_walk(
             dead = np.zeros(len(rows), dtype=bool)
             dead[-1] = True  # cur, kept for its row
             visited_here = 1
+            key = key[: len(rows)]
             stats.pool_builds += 1
         b = bits[where[cur]]
-        key = b ^ ((b >> 15) & 0x7FFF)  # bf16 bits -> int16 keys in value order
-        key[dead] = -32768
-        top = int(key.max())
-        floor = _floor_key(_key_value(top) - 2 * error)
-        near = np.flatnonzero(key >= floor)
-        if len(near) == 1:
-            nxt = int(rows[near[0]])
-        else:
+        np.right_shift(b, 15, out=key)  # bf16 bits -> int16 keys in value order
+        np.bitwise_and(key, 0x7FFF, out=key)
+        np.bitwise_xor(key, b, out=key)
+        np.putmask(key, dead, -32768)
+        floor = _floor_key(_key_value(int(key.max())) - 2 * error)
+        near = rows[np.flatnonzero(key >= floor)]
+        if len(near) > 1:  # the float32 scores first, the exact ones only for what they cannot split
             stats.near_ties += 1
-            cand = rows[near]
-            exact = exact_scores(v, cand, v[cur])
-            nxt = int(cand[exact == exact.max()].min())
+            s32 = v[near] @ v[cur]
+            near = near[s32 >= s32.max() - 2 * fp32_error]
+            if len(near) > 1:
+                exact = exact_scores(v, near, v[cur])
+                near = near[exact == exact.max()]
+        nxt = int(near.min())
         dead[where[nxt]] = True
         visited_here += 1
         order[t] = cur = nxt
