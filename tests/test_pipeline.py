@@ -17,6 +17,7 @@ from hotdog_dagster.core.model.sketch import draw
 from hotdog_dagster.core.search import index
 from hotdog_dagster.core.settings import LabelSettings, ModelSettings, Profile
 from hotdog_dagster.definitions import build_definitions, defs
+from hotdog_dagster.defs.catalog.assets import TABLES
 from hotdog_dagster.pipeline import dagster_instance, execute, failure_message, run_pipeline
 
 
@@ -25,18 +26,7 @@ def _counts(store: Store) -> dict[str, int]:
         return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("images", "rejected", "embeddings")}
 
 
-TABLE_ASSETS = {
-    "images",
-    "rejected",
-    "thumbnails",
-    "embeddings",
-    "embedding_failures",
-    "image_quality",
-    "duplicate_edges",
-    "duplicate_groups",
-    "label_scores",
-    "label_set",
-}
+TABLE_ASSETS = set(TABLES)
 
 
 def test_definitions_load_with_every_stage() -> None:

@@ -26,7 +26,7 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 class Settings(BaseModel):
     """Unknown keys are errors, so a typo in a profile never silently falls back to a default."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
 
     def values(self) -> dict[str, Any]:
         """This stage's own fields (without anything a Dagster resource adds)."""
@@ -64,6 +64,7 @@ class IndexSettings(Settings):
     """Which FAISS index to build over the image vectors."""
 
     kind: Literal["auto", "flat", "ivf", "hnsw"] = Field("auto", description="auto: exact up to 2M vectors, IVF beyond")
+    rebuild: bool = Field(False, description="build from scratch instead of adding and removing changed partitions")
 
 
 class WatchSettings(Settings):
@@ -78,7 +79,9 @@ class CleanSettings(Settings):
 
     dark_mean_max: float = Field(20.0, ge=0, le=255, description="dark frame: luminance mean at most this ...")
     dark_std_max: float = Field(8.0, ge=0, le=255, description="... and luminance spread at most this")
-    flat_std_max: float = Field(0.0, ge=0, le=255, description="flat frame at any brightness: spread at most this (0: off)")
+    flat_std_max: float = Field(
+        0.0, ge=0, le=255, description="flat frame at any brightness: spread at most this (0: off)"
+    )
     use_safety_checker: bool = Field(True, description="count the generator's safety verdict as blank")
     exact_duplicates: bool = Field(True, description="group identical bytes and identical pixels")
     near_duplicates: bool = Field(True, description="group near duplicates (re-encodes, resizes, slight crops)")

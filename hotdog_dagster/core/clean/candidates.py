@@ -53,52 +53,79 @@ def range_candidates(
     """
     queries = np.asarray(queries, dtype=np.uint8).reshape(-1, DESCRIPTOR_BYTES)
     database = np.asarray(database, dtype=np.uint8).reshape(-1, DESCRIPTOR_BYTES)
-    parts = []
-    for radius, cols in ((grid_radius, slice(0, GRID_DIMS)), (signature_radius, slice(GRID_DIMS, DESCRIPTOR_BYTES))):
-        if radius is None or len(database) == 0:
-            continue
-        dims = cols.stop - cols.start
-        index = faiss.IndexFlatL2(dims)
-        index.add(np.ascontiguousarray(database[:, cols], dtype=np.float32))
-        # Whole-number distances up to floor(r^2 * d) are in; FAISS keeps distances strictly below.
-        threshold = math.floor(radius * radius * dims) + 0.5
-        parts.append((index, cols, threshold))
-    empty = Candidates(np.zeros(0, np.int64), np.zeros(0, np.int64), 0)
-    if not parts or len(queries) == 0:
-        return empty
-    out_q, out_t, capped = [], [], 0
-    start, block = 0, FIRST_BLOCK
-    while start < len(queries):
-        rows = np.arange(start, min(start + block, len(queries)))
-        q, t, score = [], [], []
-        for index, cols, threshold in parts:
-            lims, dist, labels = index.range_search(
-                np.ascontiguousarray(queries[rows][:, cols], dtype=np.float32), threshold
-            )
-            q.append(rows[np.repeat(np.arange(len(rows)), np.diff(lims).astype(np.int64))])
-            t.append(labels.astype(np.int64))
-            score.append(dist / threshold)
-        q, t, score = np.concatenate(q), np.concatenate(t), np.concatenate(score)
-        results = len(q)
-        q, t, score = _nearest_first(q, t, score)
-        q, t, n_capped = _cap(q, t, max_candidates + 1)  # + 1: a query finds itself
-        capped += n_capped
-        out_q.append(q)
-        out_t.append(t)
-        start = rows[-1] + 1
-        if progress:
-            progress(int(start), len(queries))
-        per_query = results / len(rows)
-        block = int(np.clip(BLOCK_RESULTS / max(per_query, 1.0), 1, min(MAX_BLOCK, 2 * block)))
+    parts = [
+        (radius, cols)
+        for radius, cols in ((grid_radius, slice(0, GRID_DIMS)), (signature_radius, slice(GRID_DIMS, DESCRIPTOR_BYTES)))
+        if radius is not None
+    ]
+    if not parts or len(queries) == 0 or len(database) == 0:
+        return Candidates(np.zeros(0, np.int64), np.zeros(0, np.int64), 0)
+    found, capped = [], set()
+    for k, (radius, cols) in enumerate(parts):
+
+        def report(done: int, total: int, k: int = k) -> None:
+            if progress:
+                progress(k * total + done, len(parts) * total)
+
+        q, t, score, cut = _search_part(queries[:, cols], database[:, cols], radius, max_candidates + 1, report)
+        found.append((q, t, score))
+        capped |= cut
+    q, t, score = (np.concatenate(x) for x in zip(*found, strict=True))
+    q, t, score = _nearest_first(q, t, score)
+    q, t, _, cut = _cap(q, t, score, max_candidates + 1)  # + 1: a query finds itself
+    capped |= cut
     if capped:
         log.warning(
             "%d images had more than %d near-duplicate candidates (a dense region of look-alikes); "
             "kept the nearest %d of each: raise clean.max_candidates to see them all",
-            capped,
+            len(capped),
             max_candidates,
             max_candidates,
         )
-    return Candidates(np.concatenate(out_q), np.concatenate(out_t), capped)
+    return Candidates(q, t, len(capped))
+
+
+def _search_part(
+    queries: np.ndarray, database: np.ndarray, radius: float, cap: int, progress: Progress
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, set[int]]:
+    """Range search of one part, in blocks of queries sorted by their sum of values.
+
+    ``|sum(x) - sum(y)| <= sqrt(d) * |x - y|``, so a block of queries whose sums lie in [lo, hi] can
+    only meet database rows whose sums lie within ``sqrt(d) * radius`` of that interval: each block
+    is searched against that slab alone. Exact (a bound, not a guess), and it skips most of the set.
+    """
+    dims = queries.shape[1]
+    threshold = math.floor(radius * radius * dims) + 0.5  # whole-number distances up to r^2 * d; FAISS keeps < this
+    reach = math.sqrt(dims * threshold) + 1e-6
+    q_sum = queries.sum(axis=1, dtype=np.int64)
+    d_sum = database.sum(axis=1, dtype=np.int64)
+    d_order = np.argsort(d_sum, kind="stable")
+    d_sorted_sum = d_sum[d_order]
+    d_sorted = np.ascontiguousarray(database[d_order], dtype=np.float32)
+    q_order = np.argsort(q_sum, kind="stable")
+    out_q, out_t, out_s, capped = [], [], [], set()
+    start, block = 0, FIRST_BLOCK
+    while start < len(q_order):
+        rows = q_order[start : start + block]
+        lo = np.searchsorted(d_sorted_sum, q_sum[rows[0]] - reach, side="left")
+        hi = np.searchsorted(d_sorted_sum, q_sum[rows[-1]] + reach, side="right")
+        index = faiss.IndexFlatL2(dims)
+        index.add(d_sorted[lo:hi])
+        lims, dist, labels = index.range_search(np.ascontiguousarray(queries[rows], dtype=np.float32), threshold)
+        counts = np.diff(lims).astype(np.int64)
+        q = rows[np.repeat(np.arange(len(rows)), counts)]
+        t = d_order[lo + labels.astype(np.int64)]
+        q, t, score = _nearest_first(q, t, dist / threshold)
+        q, t, score, cut = _cap(q, t, score, cap)
+        capped |= cut
+        out_q.append(q)
+        out_t.append(t)
+        out_s.append(score)
+        start += len(rows)
+        progress(start, len(q_order))
+        per_query = counts.sum() / len(rows)
+        block = int(np.clip(BLOCK_RESULTS / max(per_query, 1.0), 1, min(MAX_BLOCK, 2 * block)))
+    return np.concatenate(out_q), np.concatenate(out_t), np.concatenate(out_s), capped
 
 
 def _nearest_first(q: np.ndarray, t: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -111,12 +138,14 @@ def _nearest_first(q: np.ndarray, t: np.ndarray, score: np.ndarray) -> tuple[np.
     return q[order], t[order], score[order]
 
 
-def _cap(q: np.ndarray, t: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Keep the first ``cap`` pairs of each query (already nearest first); count the queries cut."""
+def _cap(
+    q: np.ndarray, t: np.ndarray, score: np.ndarray, cap: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, set[int]]:
+    """Keep the first ``cap`` pairs of each query (already nearest first); the queries that were cut."""
     if len(q) == 0:
-        return q, t, 0
+        return q, t, score, set()
     starts = np.r_[0, np.flatnonzero(q[1:] != q[:-1]) + 1]
     counts = np.diff(np.r_[starts, len(q)])
     rank = np.arange(len(q)) - np.repeat(starts, counts)
     keep = rank < cap
-    return q[keep], t[keep], int((counts > cap).sum())
+    return q[keep], t[keep], score[keep], set(q[starts[counts > cap]].tolist())

@@ -11,6 +11,8 @@ no group: every black frame looks like every other, and grouping them would keep
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -61,11 +63,12 @@ def resolve_groups(store: Store, settings: CleanSettings) -> pa.Table:
     Reads narrow columns of ``images`` and ``duplicate_edges``, and the vectors and thumbnails of
     grouped images only. Edges whose images were deleted, or are now blank, are left out.
     """
-    return groups_from_edges(store, settings, stored.read_columns(store, "duplicate_edges", ["a", "b"]))
+    edges = stored.read_columns(store, "duplicate_edges", ["a", "b", "similarity", "pixel_distance"])
+    return groups_from_edges(store, settings, edges)
 
 
 def groups_from_edges(store: Store, settings: CleanSettings, edges: pa.Table | None) -> pa.Table:
-    """Groups of every stored image from the near-duplicate ``edges`` (columns a, b) given."""
+    """Groups of every stored image from the near-duplicate ``edges`` given (``EDGES_SCHEMA``)."""
     images = stored.read_columns(store, "images", _IMAGE_COLUMNS)
     if images is None or images.num_rows == 0:
         return GROUPS_SCHEMA.empty_table()
@@ -78,6 +81,7 @@ def groups_from_edges(store: Store, settings: CleanSettings, edges: pa.Table | N
     content, pixels = _codes(images, "content_hash"), _codes(images, "pixel_hash")
 
     parts_a, parts_b = [], []
+    near = _NearEdges.empty()
     if settings.exact_duplicates:
         for codes in (content, pixels):
             a, b = hash_edges(codes, eligible)
@@ -90,6 +94,7 @@ def groups_from_edges(store: Store, settings: CleanSettings, edges: pa.Table | N
         ok[ok] = eligible[a[ok]] & eligible[b[ok]]
         parts_a.append(a[ok])
         parts_b.append(b[ok])
+        near = _NearEdges.of(n, a[ok], b[ok], edges, ok)
     a = np.concatenate(parts_a) if parts_a else np.zeros(0, np.int64)
     b = np.concatenate(parts_b) if parts_b else np.zeros(0, np.int64)
 
@@ -111,7 +116,7 @@ def groups_from_edges(store: Store, settings: CleanSettings, edges: pa.Table | N
         is_rep, None, np.where(same_bytes, DUP_CODES[0], np.where(same_pixels, DUP_CODES[1], DUP_CODES[2]))
     )
     partitions = np.asarray(images.column("partition").to_pylist(), dtype=object)
-    similarity, distance = _to_representative(store, ids, partitions, members, r, code)
+    similarity, distance = _to_representative(store, ids, partitions, members[~is_rep], r[~is_rep], code, near)
     distance[members[(same_bytes | same_pixels) & ~is_rep]] = 0.0
     reason = _reasons(ids, rep, code, similarity, distance)
     keep = eligible & (~grouped | (rep == np.arange(n)))
@@ -191,32 +196,78 @@ def _number_groups(rep: np.ndarray, size: np.ndarray, ids: np.ndarray, grouped: 
     return group
 
 
-def _to_representative(
-    store: Store, ids: np.ndarray, partitions: np.ndarray, members: np.ndarray, rep: np.ndarray, code: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine of each grouped image to its representative, and the aligned pixel distance of near ones.
+@dataclass(frozen=True)
+class _NearEdges:
+    """Verified near edges by row pair, with what was measured when they were found."""
 
-    Only grouped images are read (their vectors; thumbnails of near duplicates and their representatives).
+    keys: np.ndarray  # sorted lo_row * n + hi_row
+    similarity: np.ndarray
+    distance: np.ndarray
+    n: int
+
+    @classmethod
+    def empty(cls) -> _NearEdges:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32), 0)
+
+    @classmethod
+    def of(cls, n: int, a: np.ndarray, b: np.ndarray, edges: pa.Table, ok: np.ndarray) -> _NearEdges:
+        keys = np.minimum(a, b) * n + np.maximum(a, b)
+        sim = _floats(edges, "similarity")[ok]
+        dist = _floats(edges, "pixel_distance")[ok]
+        order = np.argsort(keys, kind="stable")
+        return cls(keys[order], sim[order], dist[order], n)
+
+    def lookup(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each row pair: whether it is an edge, and its similarity and pixel distance."""
+        if self.n == 0 or len(self.keys) == 0:
+            nan = np.full(len(x), np.nan, dtype=np.float32)
+            return np.zeros(len(x), bool), nan, nan.copy()
+        keys = np.minimum(x, y) * self.n + np.maximum(x, y)
+        pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        hit = self.keys[pos] == keys
+        return hit, np.where(hit, self.similarity[pos], np.nan), np.where(hit, self.distance[pos], np.nan)
+
+
+def _to_representative(
+    store: Store,
+    ids: np.ndarray,
+    partitions: np.ndarray,
+    members: np.ndarray,
+    rep: np.ndarray,
+    code: np.ndarray,
+    near: _NearEdges,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine of each duplicate to its representative, and the aligned pixel distance of near ones.
+
+    An edge to the representative already holds both numbers; only the other duplicates (joined
+    through a chain, or by hash alone) are measured here, reading just their vectors and thumbnails.
     """
     n = len(ids)
     similarity = np.full(n, np.nan, dtype=np.float32)
     distance = np.full(n, np.nan, dtype=np.float32)
     if members.size == 0:
         return similarity, distance
-    rows = np.unique(np.concatenate([members, rep]))
-    vectors, ok = stored.vectors_of(store, ids[rows].tolist(), partitions[rows].tolist())
-    m, r = np.searchsorted(rows, members), np.searchsorted(rows, rep)
-    both = ok[m] & ok[r]
-    if both.any():
-        similarity[members[both]] = np.einsum("ij,ij->i", vectors[m[both]], vectors[r[both]])
-    near = code[members] == DUP_CODES[2]
-    if near.any():
-        rows = np.unique(np.concatenate([members[near], rep[near]]))
-        thumbs, ok = stored.thumbs_of(store, ids[rows].tolist(), partitions[rows].tolist())
-        m, r = np.searchsorted(rows, members[near]), np.searchsorted(rows, rep[near])
+    hit, sim, dist = near.lookup(members, rep)
+    similarity[members[hit]] = sim[hit]
+    distance[members[hit]] = dist[hit]
+    todo, todo_rep = members[~hit], rep[~hit]
+    if todo.size:
+        rows = np.unique(np.concatenate([todo, todo_rep]))
+        vectors, ok = stored.vectors_of(store, ids[rows].tolist(), partitions[rows].tolist())
+        m, r = np.searchsorted(rows, todo), np.searchsorted(rows, todo_rep)
         both = ok[m] & ok[r]
         if both.any():
-            distance[members[near][both]] = aligned_distance(thumbs[m[both]], thumbs[r[both]])
+            similarity[todo[both]] = np.einsum("ij,ij->i", vectors[m[both]], vectors[r[both]])
+    measure = ~hit | np.isnan(dist)
+    measure &= code[members] == DUP_CODES[2]
+    if measure.any():
+        todo, todo_rep = members[measure], rep[measure]
+        rows = np.unique(np.concatenate([todo, todo_rep]))
+        thumbs, ok = stored.thumbs_of(store, ids[rows].tolist(), partitions[rows].tolist())
+        m, r = np.searchsorted(rows, todo), np.searchsorted(rows, todo_rep)
+        both = ok[m] & ok[r]
+        if both.any():
+            distance[todo[both]] = aligned_distance(thumbs[m[both]], thumbs[r[both]])
     return similarity, distance
 
 
@@ -244,6 +295,12 @@ def _codes(images: pa.Table, column: str) -> np.ndarray:
         return np.full(images.num_rows, -1, dtype=np.int64)
     encoded = pc.dictionary_encode(images.column(column).combine_chunks())
     return encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _floats(table: pa.Table, column: str) -> np.ndarray:
+    if column not in table.column_names:
+        return np.full(table.num_rows, np.nan, dtype=np.float32)
+    return table.column(column).cast(pa.float32()).fill_null(np.nan).to_numpy(zero_copy_only=False)
 
 
 def _rows(values: pa.ChunkedArray, ids: pa.Array) -> np.ndarray:

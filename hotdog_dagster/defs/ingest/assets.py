@@ -24,6 +24,11 @@ RAW_IMAGES = dict(
         dg.AssetSpec(
             "rejected", description="Files that could not be read, with reason and reason_code.", kinds={"parquet"}
         ),
+        dg.AssetSpec(
+            "thumbnails",
+            description="A 32x32 thumbnail and a small pixel descriptor per image: near-duplicate candidates.",
+            kinds={"parquet"},
+        ),
     ],
     partitions_def=batches,
     backfill_policy=BATCH_BACKFILL,
@@ -50,7 +55,7 @@ def batch_data_version(specs: list[BatchSpec]) -> dg.DataVersion | None:
 
 def _raw_images(context: dg.AssetExecutionContext, store: StoreResource, ingest: IngestResource):
     """Files in = images + rejected, always: an unreadable file is a row with its reason, never a crash."""
-    files_in, images, sources, reasons, flagged, specs = 0, 0, set(), [], 0, []
+    files_in, images, thumbs, sources, reasons, flagged, specs = 0, 0, 0, set(), [], 0, []
     for key in context.partition_keys:  # one key, or a backfill's range in one run
         spec = load_batch(store.store(), key)
         if spec.source == "diffusion" and spec.generate.get("fused_embedding"):
@@ -68,6 +73,7 @@ def _raw_images(context: dg.AssetExecutionContext, store: StoreResource, ingest:
         for row in result.rejected.slice(0, 20).to_pylist():
             context.log.warning(f"rejected {row['source_name']}: {row['reason']}")
         files_in, images = files_in + result.files_in, images + result.images.num_rows
+        thumbs += result.thumbnails.num_rows
         sources.add(spec.source)
         reasons += result.rejected.column("reason_code").to_pylist()
         flagged += sum(bool(v) for v in result.images.column("safety_flagged").to_pylist())
@@ -84,6 +90,7 @@ def _raw_images(context: dg.AssetExecutionContext, store: StoreResource, ingest:
         },
         data_version=version,
     )
+    yield dg.MaterializeResult(asset_key="thumbnails", metadata={"thumbnails": thumbs}, data_version=version)
     yield dg.MaterializeResult(
         asset_key="rejected",
         metadata={"rejected": len(reasons), "rejected_by_reason": counts(reasons)},
