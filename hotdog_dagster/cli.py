@@ -293,6 +293,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--device", default="auto", help="where to run the query encoder (default auto)")
     serve.add_argument("--home", type=Path, help="data root (default $HOTDOG_HOME or ./.hotdog)")
+    wk = sub.add_parser(
+        "walk",
+        help="register and materialise a named nearest-neighbour walk (GIF, MP4, contact sheet, map)",
+        description="A walk starts at the image nearest --start inside --filter and steps each time to the "
+        "nearest image not yet shown (an exact greedy tour), then is smoothed by 2-opt/Or-opt moves. It is "
+        "one partition of ordered_walk and walk_animation, named NAME, so the UI can re-materialise it. "
+        "Unset options come from the profile's walk section (default: the sketch world's faces).",
+    )
+    wk.add_argument("name", help="the walk's name (letters, digits, '.', '_' and '-'): its partition key")
+    wk.add_argument("--start", help="a text, an image path or URL, or an image id (see --start-kind)")
+    wk.add_argument("--start-kind", choices=["text", "image", "id"], help="what --start is (default text)")
+    wk.add_argument("--filter", help="which images, in the search filter language, e.g. 'a_face:[0.58 TO 0.99]'")
+    wk.add_argument("--space", choices=["image", "description", "both"], help="which vectors to walk")
+    wk.add_argument("--max-length", type=int, help="frames at most")
+    wk.add_argument("--no-improve", action="store_true", help="keep the greedy tour as it is")
+    wk.add_argument("--size", type=int, help="side of the animation frames, pixels")
+    wk.add_argument("--fps", type=float, help="animation frames per second")
+    wk.add_argument("--include-flagged", action="store_true", help="also walk blank frames and duplicates")
+    wk.add_argument("--config", type=Path, help="a run profile (YAML)")
+    wk.add_argument("--home", type=Path, help="data root (default $HOTDOG_HOME or ./.hotdog)")
+    wk.add_argument("--json", action="store_true", help="print the walk's figures and files as JSON")
     prep = sub.add_parser(
         "prepare",
         help="write the dbt manifest (dbt parse) so `dagster asset materialize` and `dg launch` can load the project",
@@ -498,6 +519,63 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
     return 0 if result.matches else 1
 
 
+def cmd_walk(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from hotdog_dagster.core.settings import describe_errors
+    from hotdog_dagster.pipeline import dagster_instance, run_walk
+
+    try:
+        profile = load_profile(args.config)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    overrides = {
+        "name": args.name,
+        "start": args.start,
+        "start_kind": args.start_kind,
+        "filter": args.filter,
+        "space": args.space,
+        "max_length": args.max_length,
+        "size": args.size,
+        "fps": args.fps,
+        "improve": False if args.no_improve else None,
+        "include_flagged": True if args.include_flagged else None,
+    }
+    try:
+        settings = profile.with_overrides("walk", **overrides).walk
+    except ValidationError as exc:
+        raise CliError(describe_errors(exc, "the command line").replace("setting '", "option '--")) from None
+    store = Store(args.home)
+    if not store.catalog_path.exists():
+        raise CliError(f"no catalog at {store.catalog_path}: run `hotdog run` (or the whole_set job) first")
+    from hotdog_dagster.dbt_project import prepare_dbt
+
+    prepare_dbt()
+    ok, error = run_walk(store, profile, settings)
+    if not ok:
+        print(f"hotdog walk: error: {error}", file=sys.stderr)
+        return 1
+    instance = dagster_instance(store)
+    out: dict[str, object] = {"walk": settings.name}
+    for key in ("ordered_walk", "walk_animation"):
+        event = instance.get_latest_materialization_event(dg_asset_key(key))
+        meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+        out.update({k: getattr(v, "value", v) for k, v in meta.items() if k not in ("contact_sheet", "map")})
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        for key in ("frames", "candidates", "start_id", "greedy_length", "improved_length", "message", "gif", "mp4"):
+            if key in out:
+                print(f"{key}: {out[key]}")
+    return 0
+
+
+def dg_asset_key(name: str):  # noqa: ANN201 - a dagster AssetKey; dagster loads only when a command needs it
+    import dagster as dg
+
+    return dg.AssetKey(name)
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from hotdog_dagster.dbt_project import prepare_dbt
 
@@ -603,6 +681,7 @@ COMMANDS = {
     "plan": cmd_plan,
     "regenerate": cmd_regenerate,
     "prepare": cmd_prepare,
+    "walk": cmd_walk,
     "search": cmd_search,
     "serve": cmd_serve,
     "evaluate-model": cmd_evaluate,

@@ -11,14 +11,15 @@ import dagster as dg
 
 from hotdog_dagster.core.labels.scoring import LabelSet, fingerprint
 from hotdog_dagster.core.settings import Profile, load_profile
-from hotdog_dagster.defs import automation, catalog, clean, embed, index, ingest, label, search
+from hotdog_dagster.defs import automation, catalog, clean, embed, index, ingest, label, search, walk
 from hotdog_dagster.defs.catalog.dbt import dbt_resource
 from hotdog_dagster.defs.ingest.assets import place_generation
 from hotdog_dagster.defs.ingest.sensors import BATCH_JOB
 from hotdog_dagster.defs.shared import batches
+from hotdog_dagster.defs.walk.assets import WALK_JOB, walks
 from hotdog_dagster.resources import resources_for
 
-STAGES = (ingest, embed, index, clean, label, catalog, search, automation)
+STAGES = (ingest, embed, index, clean, label, catalog, search, walk, automation)
 ASSETS = [a for stage in STAGES for a in stage.ASSETS]
 CHECKS = [c for stage in STAGES for c in stage.CHECKS]
 SENSORS = [s for stage in STAGES for s in stage.SENSORS]
@@ -26,7 +27,9 @@ SENSORS = [s for stage in STAGES for s in stage.SENSORS]
 #: Everything partitioned by batch: what one batch costs.
 PER_BATCH = dg.AssetSelection.assets(*(key for a in ASSETS if a.partitions_def == batches for key in a.keys))
 #: Everything over the whole set, cheap per run: the index grows, groups resolve from edges, views, dbt.
-WHOLE_SET = dg.AssetSelection.all() - PER_BATCH
+#: Everything partitioned by walk: one named walk per run.
+PER_WALK = dg.AssetSelection.assets(*(key for a in ASSETS if a.partitions_def == walks for key in a.keys))
+WHOLE_SET = dg.AssetSelection.all() - PER_BATCH - PER_WALK
 
 ingest_job = dg.define_asset_job(
     BATCH_JOB,
@@ -39,7 +42,13 @@ whole_set_job = dg.define_asset_job(
     selection=WHOLE_SET,
     description="Over all batches: grow the FAISS index, resolve duplicate groups, refresh the catalog, dbt build.",
 )
-JOBS = [ingest_job, whole_set_job]
+walk_job = dg.define_asset_job(
+    WALK_JOB,
+    selection=PER_WALK,
+    partitions_def=walks,
+    description="One named walk: the ordered frames, then the GIF, MP4, contact sheet and map.",
+)
+JOBS = [ingest_job, whole_set_job, walk_job]
 
 
 def with_label_version(assets: list[dg.AssetsDefinition], profile: Profile) -> list[dg.AssetsDefinition]:

@@ -21,11 +21,12 @@ import dagster as dg
 from hotdog_dagster.core.io import catalog
 from hotdog_dagster.core.io.batches import BatchSpec, save_batch
 from hotdog_dagster.core.io.store import Store
-from hotdog_dagster.core.settings import Profile
+from hotdog_dagster.core.settings import Profile, WalkSettings
 
 #: Dagster's console logger at INFO: the assets' progress lines, without the per-event DEBUG chatter.
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 BATCHES = "batches"
+WALKS = "walks"
 
 DAGSTER_YAML = """\
 # Written by hotdog: every pool (gpu, duckdb) admits one step at a time.
@@ -54,6 +55,27 @@ def register_batches(store: Store, instance: dg.DagsterInstance, specs: list[Bat
     new = [s.key for s in specs if s.key not in existing]
     if new:
         instance.add_dynamic_partitions(BATCHES, new)
+
+
+def register_walk(store: Store, instance: dg.DagsterInstance, settings: WalkSettings) -> None:
+    """Save the walk's definition beside the data, then add its partition (the UI can re-run it by name)."""
+    from hotdog_dagster.core.walk.definition import save_walk
+
+    save_walk(store, settings)
+    if settings.name not in set(instance.get_dynamic_partitions(WALKS)):
+        instance.add_dynamic_partitions(WALKS, [settings.name])
+
+
+def run_walk(
+    store: Store, profile: Profile, settings: WalkSettings, on_step: Callable[[StepDone], None] | None = None
+) -> tuple[bool, str]:
+    """Register and materialise one named walk; returns (success, the failure in one line or '')."""
+    from hotdog_dagster.definitions import build_definitions
+
+    instance = dagster_instance(store)
+    register_walk(store, instance, settings)
+    ok, run_id = execute(build_definitions(profile, home=str(store.root)), "walk", instance, settings.name, on_step)
+    return ok, "" if ok else failure_message(instance, run_id)
 
 
 @dataclass
@@ -171,8 +193,9 @@ def run_pipeline(
     specs: list[BatchSpec],
     on_step: Callable[[StepDone], None] | None = None,
     on_failure: Callable[[str, str], None] | None = None,
+    walk: bool = True,
 ) -> RunSummary:
-    """Materialise every batch in ``specs`` with ``ingest_batch``, then ``whole_set``; report per-table counts."""
+    """Materialise every batch in ``specs`` with ``ingest_batch``, then ``whole_set``, then the profile's walk."""
     from hotdog_dagster.core.labels.scoring import LabelSet
     from hotdog_dagster.core.model.encoder import ModelSpec
     from hotdog_dagster.dbt_project import prepare_dbt
@@ -205,6 +228,14 @@ def run_pipeline(
         summary.failed["whole_set"] = failure_message(instance, run_id)
         if on_failure:
             on_failure("whole_set", summary.failed["whole_set"])
+    elif walk:  # the profile's walk (the sketch world's faces by default), once the set is clean and indexed
+        register_walk(store, instance, profile.walk)
+        ok, run_id = execute(defs, "walk", instance, profile.walk.name, step_done)
+        if not ok:
+            key = f"walk {profile.walk.name}"
+            summary.failed[key] = failure_message(instance, run_id)
+            if on_failure:
+                on_failure(key, summary.failed[key])
     if store.catalog_path.exists():
         with catalog.connect(store) as con:
             views = [

@@ -81,7 +81,7 @@ def test_unknown_key_names_the_key_the_file_and_the_allowed_ones(tmp_path: Path)
 
 
 def test_unknown_section_lists_the_sections(tmp_path: Path):
-    with pytest.raises(SettingsError, match="allowed here: model, ingest, index, watch, clean, labels"):
+    with pytest.raises(SettingsError, match="allowed here: model, ingest, index, watch, clean, labels, generate, walk"):
         load_profile(_write(tmp_path, "gpu: true\n"))
 
 

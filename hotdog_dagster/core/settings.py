@@ -211,6 +211,58 @@ class ScaleSettings(Settings):
         return value
 
 
+class WalkSettings(Settings):
+    """One named walk through the images (one partition of the walk assets) and how it is drawn.
+
+    The defaults are the sketch world's walk among faces, after the original's filter on the face
+    score (in the sketch world only faces score 0.58 or more on ``a face``); the real profile's
+    original walk starts at "a photo of a smiling face" with the same filter.
+    """
+
+    name: str = Field("faces", description="the walk's name: its partition key and media folder")
+    start: str = Field("a smiling face", description="where it starts: a text, an image path or URL, or an image id")
+    start_kind: Literal["text", "image", "id"] = Field("text", description="what start is")
+    filter: str = Field(
+        "a_face:[0.58 TO 0.99]", description="which images, in the search filter language ('' keeps every image)"
+    )
+    space: Literal["image", "description", "both"] = Field(
+        "image", description="image vectors, caption vectors, or both (uncaptioned images sit out the last two)"
+    )
+    include_flagged: bool = Field(False, description="also walk images cleaning flagged (blank frames, duplicates)")
+    min_start_score: float | None = Field(
+        None, ge=-1, le=1, description="the start must match an image inside the filter at least this well"
+    )
+    max_length: int = Field(500, ge=2, description="frames at most: the first frames of the full tour")
+    improve: bool = Field(True, description="shorten the greedy tour with 2-opt and Or-opt moves (same frames)")
+    size: int = Field(256, ge=64, le=2048, multiple_of=16, description="side of the square animation frames, pixels")
+    fps: float = Field(12.0, gt=0, le=60, description="animation frames per second")
+    caption: bool = Field(True, description="draw each frame's top label and its probability")
+    sheet_every: int = Field(0, ge=0, description="contact sheet of every n-th frame (0: at most 64 frames)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        from hotdog_dagster.core.io.store import check_partition_key
+
+        return check_partition_key(value)  # a ValueError naming the allowed characters
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("start is empty: give a text such as 'a smiling face', an image path, or an image id")
+        return value
+
+    @field_validator("filter")
+    @classmethod
+    def _filter(cls, value: str) -> str:
+        from hotdog_dagster.core.search.filters import parse
+
+        if value.strip():
+            parse(value)  # FilterError (a ValueError) with the position; columns are checked when it runs
+        return value
+
+
 class Profile(Settings):
     """A run profile: one section per stage. ``configs/embedded.yaml`` is the default spelled out."""
 
@@ -221,6 +273,7 @@ class Profile(Settings):
     clean: CleanSettings = Field(default_factory=CleanSettings)
     labels: LabelSettings = Field(default_factory=LabelSettings)
     generate: GenerateSettings = Field(default_factory=GenerateSettings)
+    walk: WalkSettings = Field(default_factory=WalkSettings)
     scale: ScaleSettings = Field(default_factory=ScaleSettings)
 
     def with_overrides(self, section: str, **overrides: Any) -> Profile:
@@ -278,55 +331,3 @@ def load_profile(path: str | os.PathLike[str] | None = None) -> Profile:
         return Profile.model_validate(data)
     except ValidationError as exc:
         raise SettingsError(describe_errors(exc, str(p))) from None
-
-
-class WalkSettings(Settings):
-    """One named walk through the images (one partition of the walk assets) and how it is drawn.
-
-    The defaults are the sketch world's walk among faces, after the original's filter on the face
-    score (in the sketch world only faces score 0.58 or more on ``a face``); the real profile's
-    original walk starts at "a photo of a smiling face" with the same filter.
-    """
-
-    name: str = Field("faces", description="the walk's name: its partition key and media folder")
-    start: str = Field("a smiling face", description="where it starts: a text, an image path or URL, or an image id")
-    start_kind: Literal["text", "image", "id"] = Field("text", description="what start is")
-    filter: str = Field(
-        "a_face:[0.58 TO 0.99]", description="which images, in the search filter language ('' keeps every image)"
-    )
-    space: Literal["image", "description", "both"] = Field(
-        "image", description="image vectors, caption vectors, or both (uncaptioned images sit out the last two)"
-    )
-    include_flagged: bool = Field(False, description="also walk images cleaning flagged (blank frames, duplicates)")
-    min_start_score: float | None = Field(
-        None, ge=-1, le=1, description="the start must match an image inside the filter at least this well"
-    )
-    max_length: int = Field(500, ge=2, description="frames at most: the first frames of the full tour")
-    improve: bool = Field(True, description="shorten the greedy tour with 2-opt and Or-opt moves (same frames)")
-    size: int = Field(256, ge=64, le=2048, multiple_of=16, description="side of the square animation frames, pixels")
-    fps: float = Field(12.0, gt=0, le=60, description="animation frames per second")
-    caption: bool = Field(True, description="draw each frame's top label and its probability")
-    sheet_every: int = Field(0, ge=0, description="contact sheet of every n-th frame (0: at most 64 frames)")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        from hotdog_dagster.core.io.store import check_partition_key
-
-        return check_partition_key(value)  # a ValueError naming the allowed characters
-
-    @field_validator("start")
-    @classmethod
-    def _start(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("start is empty: give a text such as 'a smiling face', an image path, or an image id")
-        return value
-
-    @field_validator("filter")
-    @classmethod
-    def _filter(cls, value: str) -> str:
-        from hotdog_dagster.core.search.filters import parse
-
-        if value.strip():
-            parse(value)  # FilterError (a ValueError) with the position; columns are checked when it runs
-        return value

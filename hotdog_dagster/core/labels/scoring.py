@@ -175,7 +175,14 @@ def score_partition(
             f"partition {partition!r} has no embeddings yet; materialise image_embeddings for it first"
         )
     t0 = time.perf_counter()
-    cos, prob = score(column_matrix(embeddings.column("vector")), label_vectors(encode_texts, label_set), logit_scale)
+    labels = label_vectors(encode_texts, label_set)
+    # A batch whose files were all unreadable has no vectors: its partition is an empty table, not an error.
+    vectors = (
+        column_matrix(embeddings.column("vector"))
+        if embeddings.num_rows
+        else np.zeros((0, labels.shape[1]), np.float32)
+    )
+    cos, prob = score(vectors, labels, logit_scale)
     table = scores_table(embeddings.column("id").to_pylist(), label_set, cos, prob)
     table = table.add_column(1, "partition", pa.array([partition] * table.num_rows, pa.string()))
     return ScoredSet(
