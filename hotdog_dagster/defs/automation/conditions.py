@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from hotdog_dagster.defs.shared import batches
-
 WHOLE_SET_CONDITION = (
     dg.AutomationCondition.eager()
     .without(~dg.AutomationCondition.any_deps_missing())
@@ -31,13 +29,12 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 
 
 def follow_batches(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
-    """Give every whole-set asset :data:`WHOLE_SET_CONDITION`, in one place, so a new stage's asset gets it too."""
+    """Give every whole-set (unpartitioned) asset :data:`WHOLE_SET_CONDITION`, in one place, so a new stage's
+    asset gets it too. Assets with partitions of their own (the walks) keep whatever their stage says."""
 
     def whole_set(spec: dg.AssetSpec) -> dg.AssetSpec:
-        return (
-            spec
-            if spec.partitions_def == batches
-            else spec.replace_attributes(automation_condition=WHOLE_SET_CONDITION)
-        )
+        if spec.partitions_def is not None:
+            return spec
+        return spec.replace_attributes(automation_condition=WHOLE_SET_CONDITION)
 
-    return [a if a.partitions_def == batches else a.map_asset_specs(whole_set) for a in assets]
+    return [a if a.partitions_def is not None else a.map_asset_specs(whole_set) for a in assets]
