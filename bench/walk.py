@@ -45,43 +45,51 @@ def uniform(n: int, d: int, seed: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def naive_tour(v: np.ndarray, start: int, steps: int | None = None) -> np.ndarray:
-    """The reference loop: each step one pass over the remaining vectors (kept contiguous)."""
+def _naive_step(v: np.ndarray, work: np.ndarray, rows: np.ndarray, m: int, cur: int, e2: float) -> int:
+    """One step of the naive loop: one pass over the ``m`` remaining vectors; returns the pick's slot."""
+    s = work[:m] @ v[cur]
+    near = np.flatnonzero(s >= s.max() - e2)
+    if len(near) == 1:
+        return int(near[0])
+    exact = exact_scores(v, rows[near], v[cur])  # near ties: the same exact scores and lowest-id rule
+    best = near[exact == exact.max()]
+    return int(best[np.argmin(rows[best])])
+
+
+def naive_tour(v: np.ndarray, start: int) -> np.ndarray:
+    """The reference loop: each step one pass over the remaining vectors (kept contiguous by moving
+    the last remaining row into the slot of the one just visited)."""
     n = len(v)
     work, rows = v.copy(), np.arange(n)
     e2 = 2 * error_bound(v.shape[1], max_norm2(v), "fp32")
-    frames = n if steps is None else min(n, steps + 1)
-    order = np.empty(frames, dtype=np.int64)
+    order = np.empty(n, dtype=np.int64)
     order[0] = cur = start
     m = n - 1
     work[start], rows[start] = work[m], rows[m]
-    for t in range(1, frames):
-        s = work[:m] @ v[cur]
-        near = np.flatnonzero(s >= s.max() - e2)
-        if len(near) > 1:  # near ties: the same exact scores and lowest-id rule as the tour
-            exact = exact_scores(v, rows[near], v[cur])
-            best = near[exact == exact.max()]
-            pick = int(best[np.argmin(rows[best])])
-        else:
-            pick = int(near[0])
-        cur = int(rows[pick])
-        order[t] = cur
+    for t in range(1, n):
+        pick = _naive_step(v, work, rows, m, cur, e2)
+        order[t] = cur = int(rows[pick])
         m -= 1
         work[pick], rows[pick] = work[m], rows[m]
     return order
 
 
-def naive_extrapolated(v: np.ndarray, samples: int = 6, steps: int = 40) -> tuple[float, int]:
-    """Seconds the naive loop would take over ``v``: per-step cost sampled at several remaining-set
-    sizes, integrated over the remaining count (trapezoids). Returns (seconds, steps timed)."""
+def naive_extrapolated(v: np.ndarray, samples: int = 8, steps: int = 100) -> tuple[float, int]:
+    """Seconds the naive loop would take over ``v``: the mean step time at several remaining-set
+    sizes (setup excluded), integrated over the remaining count. Returns (seconds, steps timed)."""
     n = len(v)
-    sizes = np.unique(np.linspace(n, max(2 * steps, n // 50), samples).astype(int))
+    e2 = 2 * error_bound(v.shape[1], max_norm2(v), "fp32")
+    sizes = np.unique(np.linspace(n, max(2 * steps, n // 100), samples).astype(int))
     per_step = []
     for m in sizes:
-        sub = np.ascontiguousarray(v[:m])
-        t0 = time.perf_counter()
-        naive_tour(sub, 0, steps=steps)
-        per_step.append((time.perf_counter() - t0) / steps)
+        work, rows = np.ascontiguousarray(v[:m]), np.arange(m)
+        _naive_step(v, work, rows, m - 1, m - 1, e2)  # warm the cache as the loop would be
+        times = []
+        for i in range(steps):
+            t0 = time.perf_counter()
+            _naive_step(v, work, rows, m - 1 - i, m - 1 - i, e2)
+            times.append(time.perf_counter() - t0)
+        per_step.append(float(np.mean(times)))
     xs = np.concatenate([[0], sizes])
     ys = np.concatenate([[0.0], per_step])
     return float(np.trapezoid(ys, xs)), int(len(sizes) * steps)
@@ -91,25 +99,30 @@ def length(v: np.ndarray, order: np.ndarray) -> float:
     return float(step_distances(v, order).sum())
 
 
-def run(name: str, v: np.ndarray, naive: bool) -> dict[str, object]:
+def run(name: str, v: np.ndarray, naive: bool, repeat: int, improve_too: bool = True) -> dict[str, object]:
     print(f"\n== {name}: {len(v)} x {v.shape[1]}", flush=True)
-    t0 = time.perf_counter()
-    tour = greedy_tour(v, 0)
-    fast = time.perf_counter() - t0
+    times = []
+    for _ in range(repeat):  # the machine is shared: the median of a few runs, the naive loop once
+        t0 = time.perf_counter()
+        tour = greedy_tour(v, 0)
+        times.append(time.perf_counter() - t0)
+    fast = float(np.median(times))
     st = tour.stats
     print(
-        f"exact walk  {fast:8.2f} s  (engine {st.engine}, k {st.k}: lists {st.list_seconds:.2f} s, "
+        f"exact walk  {fast:8.2f} s  median of {repeat} ({', '.join(f'{t:.2f}' for t in times)})\n"
+        f"  last run: engine {st.engine}, k {st.k}: lists {st.list_seconds:.2f} s, "
         f"walk {st.walk_seconds:.2f} s, fallbacks {st.fallbacks} refreshing {st.refreshed_lists} lists "
-        f"{st.refresh_seconds:.2f} s, near ties {st.near_ties}, exact passes {st.exact_passes})",
+        f"{st.refresh_seconds:.2f} s, near ties {st.near_ties}, exact passes {st.exact_passes}",
         flush=True,
     )
     out: dict[str, object] = {"exact_s": fast}
+    est, timed = naive_extrapolated(v)
     if naive:
         t0 = time.perf_counter()
         ref = naive_tour(v, 0)
         slow = time.perf_counter() - t0
         same = bool(np.array_equal(ref, tour.order))
-        print(f"naive loop  {slow:8.2f} s", flush=True)
+        print(f"naive loop  {slow:8.2f} s  (extrapolated from {timed} sampled steps: {est:.1f} s)", flush=True)
         print(
             f"ratio       {slow / fast:8.1f} x   identical tours: {same}   lengths {length(v, tour.order):.6f} "
             f"vs {length(v, ref):.6f}",
@@ -117,9 +130,10 @@ def run(name: str, v: np.ndarray, naive: bool) -> dict[str, object]:
         )
         out |= {"naive_s": slow, "ratio": slow / fast, "identical": same}
     else:
-        est, timed = naive_extrapolated(v)
-        print(f"naive loop  {est:8.0f} s  (extrapolated from {timed} timed steps)   ratio {est / fast:.0f} x")
+        print(f"naive loop  {est:8.0f} s  (extrapolated from {timed} sampled steps)   ratio {est / fast:.0f} x")
         out |= {"naive_est_s": est, "ratio": est / fast}
+    if not improve_too:
+        return out
     im = improve(v, tour.order, tour.neighbours)
     b, a = im.before, im.after
     print(
@@ -139,6 +153,7 @@ def main() -> None:
     ap.add_argument("--big", type=int, default=100_000, help="vectors for the large run (0: skip)")
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=3, help="exact walk runs per data set (median reported)")
     args = ap.parse_args()
     import torch  # imported once up front: its start-up is not part of any walk
 
@@ -147,10 +162,10 @@ def main() -> None:
         f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}"
     )
     greedy_tour(uniform(512, args.dim, 1), 0)  # warm up the engine probe and the thread pools
-    run("clustered", clustered(args.n, args.dim, args.seed), naive=True)
-    run("uniform", uniform(args.n, args.dim, args.seed), naive=True)
+    run("clustered", clustered(args.n, args.dim, args.seed), naive=True, repeat=args.repeat)
+    run("uniform", uniform(args.n, args.dim, args.seed), naive=True, repeat=args.repeat)
     if args.big:
-        run("clustered", clustered(args.big, args.dim, args.seed), naive=False)
+        run("clustered", clustered(args.big, args.dim, args.seed), naive=False, repeat=1, improve_too=False)
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 
 

@@ -208,10 +208,13 @@ class Pool:
         """Scores and pool positions of each query's ``kk`` best, descending, and the scores' error.
 
         ``drop``: pool positions left out; ``self_pos``: per query, its own position (-1: none).
-        Small batches (and ``precise``) run in float32 with NumPy; large ones in the engine.
+        Small batches run in float32 with NumPy; large ones in the engine (float32 if ``precise``),
+        selected by torch's top-k.
         """
+        import torch
+
         mine = np.flatnonzero(self_pos >= 0)
-        if precise or len(queries) < SMALL_BATCH:
+        if len(queries) < SMALL_BATCH:  # NumPy all the way: no thread start-up for a handful of rows
             s = queries @ self.fp32.T
             s[:, drop] = -np.inf
             s[mine, self_pos[mine]] = -np.inf
@@ -222,17 +225,17 @@ class Pool:
             vals = np.take_along_axis(s, part, axis=1)
             order = np.argsort(-vals, axis=1, kind="stable")
             return np.take_along_axis(vals, order, axis=1), np.take_along_axis(part, order, axis=1), self.fp32_error
-        import torch
-
-        if self.bf16 is not None:
+        if self.bf16 is not None and not precise:
             t = torch.from_numpy(queries).bfloat16() @ self.bf16.T
+            error = self.engine_error
         else:
             t = torch.from_numpy(queries @ self.fp32.T)
+            error = self.fp32_error
         if len(drop):
             t.index_fill_(1, torch.from_numpy(drop), -math.inf)
         t[torch.from_numpy(mine), torch.from_numpy(self_pos[mine])] = -math.inf
         vals, pos = torch.topk(t, kk, dim=1)
-        return vals.float().numpy(), pos.numpy(), self.engine_error
+        return vals.float().numpy(), pos.numpy(), error
 
 
 def knn_lists(
@@ -475,9 +478,10 @@ def _matrix_walk(
     """Every score in a bf16 matrix, then one row scan per step (int16 keys, SIMD), near ties exact.
 
     The matrix is filled by symmetric blocks (each pair multiplied once, copied to its mirror) and
-    compacted to the unvisited rows and columns whenever half of it is visited. A row's bf16 bits
-    become order-preserving int16 keys; the entries within twice the error bound of the row's
-    maximum are the only possible answers and are settled by :func:`exact_scores`.
+    compacted to the unvisited rows and columns whenever half of it is visited. The entries
+    within twice the error bound of the row's maximum are the only possible answers: float32 scores
+    split them, and :func:`exact_scores` whatever float32 cannot. A row's bf16 bits become int16
+    keys in the order of the values, so its scan is a few SIMD passes.
     """
     import torch
 
@@ -490,44 +494,50 @@ def _matrix_walk(
         error = error_bound(d, norm2, "fp32") + 2.0**-9 * norm2 * 1.01
     x = torch.from_numpy(v)
     xb = x.bfloat16() if stats.engine == "bf16" else x
-    scores = torch.empty((n, n), dtype=torch.bfloat16)
+    keys = torch.empty((n, n), dtype=torch.int16)  # the bf16 scores' bits
     block = 2048
     for lo in range(0, n, block):
         hi = min(n, lo + block)
-        part = (xb[lo:hi] @ xb[lo:].T).to(torch.bfloat16)  # this block against itself and every later one
-        scores[lo:hi, lo:] = part
-        scores[hi:, lo:hi] = part[:, hi - lo :].T
-    bits = scores.view(torch.int16).numpy()
+        part = (xb[lo:hi] @ xb[lo:].T).to(torch.bfloat16).view(torch.int16)  # block vs itself and all later
+        keys[lo:hi, lo:] = part
+        keys[hi:, lo:hi] = part[:, hi - lo :].T
+    table = keys.numpy()
     stats.list_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     rows = np.arange(n)  # matrix row/column -> input row
     where = np.arange(n)  # input row -> matrix row/column (valid for unvisited rows)
-    dead = np.zeros(n, dtype=bool)
+    cap = np.full(n, 32767, dtype=np.int16)  # -32768 where visited: np.minimum masks a row in one pass
     cur = int(order[0])
-    dead[cur] = True
+    cap[cur] = -32768
     visited_here = 1
     key = np.empty(n, dtype=np.int16)
     fp32_error = error_bound(d, norm2, "fp32")
     every = max(1, frames // 20)
     for t in range(1, frames):
         if 2 * visited_here > len(rows):  # half the matrix is visited: keep the live part only
-            live = np.flatnonzero(~dead)
+            live = np.flatnonzero(cap > -32768)
             keep = torch.from_numpy(np.concatenate([live, [where[cur]]]))
-            scores = scores.index_select(0, keep).index_select(1, keep)
-            bits = scores.view(torch.int16).numpy()
+            keys = keys.index_select(0, keep).index_select(1, keep)
+            table = keys.numpy()
             rows = rows[keep.numpy()]
             where[rows] = np.arange(len(rows))
-            dead = np.zeros(len(rows), dtype=bool)
-            dead[-1] = True  # cur, kept for its row
+            cap = np.full(len(rows), 32767, dtype=np.int16)
+            cap[-1] = -32768  # cur, kept for its row
             visited_here = 1
             key = key[: len(rows)]
             stats.pool_builds += 1
-        b = bits[where[cur]]
-        np.right_shift(b, 15, out=key)  # bf16 bits -> int16 keys in value order
-        np.bitwise_and(key, 0x7FFF, out=key)
-        np.bitwise_xor(key, b, out=key)
-        np.putmask(key, dead, -32768)
-        floor = _floor_key(_key_value(int(key.max())) - 2 * error)
+        row = table[where[cur]]
+        # Non-negative bf16 numbers order like their bits read as int16, and above every negative
+        # one; only a row whose candidates reach below zero needs its bits turned into order keys.
+        np.minimum(row, cap, out=key)
+        top = int(key.max())
+        floor = _floor_key(_key_value(top) - 2 * error)
+        if top < 0 or floor < 0:
+            np.right_shift(row, 15, out=key)
+            np.bitwise_and(key, 0x7FFF, out=key)
+            np.bitwise_xor(key, row, out=key)
+            np.minimum(key, cap, out=key)
+            floor = _floor_key(_key_value(int(key.max())) - 2 * error)
         near = rows[np.flatnonzero(key >= floor)]
         if len(near) > 1:  # the float32 scores first, the exact ones only for what they cannot split
             stats.near_ties += 1
@@ -537,7 +547,7 @@ def _matrix_walk(
                 exact = exact_scores(v, near, v[cur])
                 near = near[exact == exact.max()]
         nxt = int(near.min())
-        dead[where[nxt]] = True
+        cap[where[nxt]] = -32768
         visited_here += 1
         order[t] = cur = nxt
         if progress is not None and t % every == 0:
