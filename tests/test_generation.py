@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
-from hotdog_dagster.core.clean.quality import find_blank
+from hotdog_dagster.core.clean.blank import blank_flags
 from hotdog_dagster.core.io.batches import (
     BatchSpec,
     diffusion_requests,
@@ -48,7 +48,7 @@ from hotdog_dagster.core.model.generation import (
 from hotdog_dagster.core.model.names import RANDOM_SKETCH_MODEL, TINY_DIFFUSION_MODEL
 from hotdog_dagster.core.model.schedulers import SCHEDULER_NAMES, SCHEDULERS, SchedulerError
 from hotdog_dagster.core.model.tiny_diffusion import save_tiny_pipeline, tiny_pipeline
-from hotdog_dagster.core.settings import GenerateSettings
+from hotdog_dagster.core.settings import CleanSettings, GenerateSettings
 
 PROMPTS = ["a photo of a hot dog", "two hot dogs", "a hamburger"]
 NEW_COLUMNS = ("prompt", "negative_prompt", "model", "scheduler", "steps", "guidance")
@@ -321,8 +321,8 @@ def test_safety_verdicts_reach_cleaning(models: dict[str, Path], tmp_path: Path)
     assert images.column("safety_flagged").to_pylist() == [True] * 3
     for path in images.column("path").to_pylist():
         assert not np.asarray(Image.open(path)).any()  # blanked, as the original's black frames
-    blank = find_blank(images)
-    assert blank.is_blank.all() and set(blank.reason) == {"safety_checker"}
+    blank = blank_flags(images, CleanSettings())
+    assert blank.is_blank.all() and set(blank.code) == {"safety_checker"}
 
 
 def test_safety_verdict_belongs_to_its_own_image(models: dict[str, Path], tmp_path: Path):
