@@ -84,7 +84,9 @@ def planted_set(
 def ours(desc: np.ndarray, settings: CleanSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """The pipeline's path: range candidates, distinct pairs, union-find."""
     t0 = time.perf_counter()
-    found = range_candidates(desc, desc, settings.grid_radius, settings.signature_radius, settings.max_candidates)
+    found = range_candidates(
+        desc, desc, settings.grid_radius, settings.signature_radius, settings.max_candidates, same_set=True
+    )
     a, b = _distinct(found.query, found.target)
     labels = connected_groups(len(desc), a, b)
     return a, b, labels, time.perf_counter() - t0
@@ -137,11 +139,15 @@ def main() -> None:
     p.add_argument("--planted", type=int, default=2_000, help="originals given copies (default 2000)")
     p.add_argument("--max-crop", type=float, default=0.10, help="largest cut per side of a planted crop (default 0.10)")
     p.add_argument("--size", type=int, default=128, help="pixels a side of the drawn sketches (default 128)")
+    p.add_argument("--grid-radius", type=float, help="default: the setting's")
+    p.add_argument("--signature-radius", type=float, help="default: the setting's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "hotdog_dagster" / "bench")
     args = p.parse_args()
 
-    settings = CleanSettings()
+    settings = CleanSettings(
+        **{k: v for k, v in (("grid_radius", args.grid_radius), ("signature_radius", args.signature_radius)) if v}
+    )
     t0 = time.perf_counter()
     thumbs, pairs, kinds = planted_set(args.n, args.planted, args.seed, args.size, args.max_crop, args.cache)
     desc = descriptors(thumbs)

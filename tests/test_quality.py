@@ -446,6 +446,11 @@ def test_range_candidates_are_exact_symmetric_and_streamed(monkeypatch: pytest.M
     monkeypatch.setattr(cand, "FIRST_BLOCK", 2)
     small = cand.range_candidates(desc, desc, 3.0, 3.5, max_candidates=1000)
     assert set(zip(small.query.tolist(), small.target.tolist(), strict=True)) == pairs
+    once = cand.range_candidates(desc, desc, 3.0, 3.5, max_candidates=1000, same_set=True)
+    assert {(min(a, b), max(a, b)) for a, b in zip(once.query.tolist(), once.target.tolist(), strict=True)} == {
+        (min(a, b), max(a, b)) for a, b in pairs
+    }  # each pair searched from one end only: the same pairs
+    assert len(once.query) < len(everything.query)
     grid_only = cand.range_candidates(desc, desc, 3.0, None, 1000)  # the signature-only copies are lost
     grid_truth = ((g[:, None] - g[None]) ** 2).sum(-1) <= np.floor(3.0**2 * GRID_DIMS)
     assert set(zip(grid_only.query.tolist(), grid_only.target.tolist(), strict=True)) == set(

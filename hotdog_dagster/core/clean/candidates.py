@@ -45,11 +45,14 @@ def range_candidates(
     signature_radius: float | None,
     max_candidates: int,
     progress: Progress | None = None,
+    same_set: bool = False,
 ) -> Candidates:
     """Every (query, database row) pair within either radius; ``(n, 57)`` uint8 descriptors on both sides.
 
     A radius of None switches that part off. ``max_candidates`` counts partners per query besides
     itself; beyond it the nearest are kept (by distance relative to the radius that found them).
+    ``same_set``: the queries are the database (same rows, same order), as in a full rebuild; each
+    pair is then searched from one end only, which halves the work, and may come back once or twice.
     """
     queries = np.asarray(queries, dtype=np.uint8).reshape(-1, DESCRIPTOR_BYTES)
     database = np.asarray(database, dtype=np.uint8).reshape(-1, DESCRIPTOR_BYTES)
@@ -67,7 +70,9 @@ def range_candidates(
             if progress:
                 progress(k * total + done, len(parts) * total)
 
-        q, t, score, cut = _search_part(queries[:, cols], database[:, cols], radius, max_candidates + 1, report)
+        q, t, score, cut = _search_part(
+            queries[:, cols], database[:, cols], radius, max_candidates + 1, report, same_set
+        )
         found.append((q, t, score))
         capped |= cut
     q, t, score = (np.concatenate(x) for x in zip(*found, strict=True))
@@ -86,13 +91,15 @@ def range_candidates(
 
 
 def _search_part(
-    queries: np.ndarray, database: np.ndarray, radius: float, cap: int, progress: Progress
+    queries: np.ndarray, database: np.ndarray, radius: float, cap: int, progress: Progress, same_set: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, set[int]]:
     """Range search of one part, in blocks of queries sorted by their sum of values.
 
     ``|sum(x) - sum(y)| <= sqrt(d) * |x - y|``, so a block of queries whose sums lie in [lo, hi] can
     only meet database rows whose sums lie within ``sqrt(d) * radius`` of that interval: each block
     is searched against that slab alone. Exact (a bound, not a guess), and it skips most of the set.
+    Within one set, a pair is found from its end with the smaller sum, so the slab can start at the
+    block's own smallest sum.
     """
     dims = queries.shape[1]
     threshold = math.floor(radius * radius * dims) + 0.5  # whole-number distances up to r^2 * d; FAISS keeps < this
@@ -107,7 +114,7 @@ def _search_part(
     start, block = 0, FIRST_BLOCK
     while start < len(q_order):
         rows = q_order[start : start + block]
-        lo = np.searchsorted(d_sorted_sum, q_sum[rows[0]] - reach, side="left")
+        lo = np.searchsorted(d_sorted_sum, q_sum[rows[0]] - (0 if same_set else reach), side="left")
         hi = np.searchsorted(d_sorted_sum, q_sum[rows[-1]] + reach, side="right")
         index = faiss.IndexFlatL2(dims)
         index.add(d_sorted[lo:hi])

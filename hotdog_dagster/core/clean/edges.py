@@ -105,6 +105,7 @@ def find_edges(
         settings.signature_radius,
         settings.max_candidates,
         progress=progress,
+        same_set=partition is None,  # a full rebuild: every eligible row is both query and target
     )
     stats["capped_queries"] = cand.capped
     lo, hi = _pairs(found.ids, query_rows[cand.query], db_rows[cand.target])
