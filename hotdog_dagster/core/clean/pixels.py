@@ -78,31 +78,26 @@ def _area_weights(lo: np.ndarray, hi: np.ndarray, out: int, src: int = THUMB) ->
     return (overlap / np.maximum(overlap.sum(-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def _fit_axis(
-    big: np.ndarray, small: np.ndarray, across: np.ndarray, boxes: tuple[np.ndarray, np.ndarray], axis: int
-) -> np.ndarray:
-    """Best crop box along one axis: the (lo, hi) whose resampled profile of ``big`` matches ``small``.
+def _fit_axis(big: np.ndarray, target: np.ndarray, across: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
+    """Best crop box along one axis: the (lo, hi) whose resampled profile of ``big`` matches the target.
 
     Profiles are means across the other axis (``big`` restricted to its current box ``across``),
-    compared at 16 samples, every candidate box of every pair in one matrix product.
+    compared at 16 samples, every candidate box of every pair in one matrix product. ``target`` is
+    the other image's profile at 16 samples, ``(16, channels * pairs)``; ``weights`` resample a
+    profile over every candidate box, ``(boxes * 16, 32)``.
     """
-    lo, hi = boxes
     # big: (P, y, x, c). Profile along `axis` (1 = rows/y, 2 = columns/x) averaged over the other one.
     if axis == 2:
         prof_big = np.einsum("py,pyxc->pxc", across, big, optimize=True)
-        prof_small = small.mean(axis=1)
     else:
         prof_big = np.einsum("px,pyxc->pyc", across, big, optimize=True)
-        prof_small = small.mean(axis=2)
     p, src, c = prof_big.shape
-    weights = _area_weights(lo, hi, _PROFILE).reshape(-1, src)  # (H*n, src)
-    ident = _area_weights(np.zeros(1), np.ones(1), _PROFILE)[0]
+    boxes = len(weights) // _PROFILE
     # Columns are (channel, pair), so one matrix product scores every candidate box of every pair.
-    target = (ident @ prof_small).transpose(1, 2, 0).reshape(_PROFILE, c * p)  # (n, c*P)
-    pred = (weights @ prof_big.transpose(1, 2, 0).reshape(src, c * p)).reshape(len(lo), _PROFILE, c * p)
+    pred = (weights @ prof_big.transpose(1, 2, 0).reshape(src, c * p)).reshape(boxes, _PROFILE, c * p)
     pred -= target[None]
     np.square(pred, out=pred)
-    err = pred.reshape(len(lo), _PROFILE * c, p).sum(axis=1)  # (H, P), summed over whole rows: fast
+    err = pred.reshape(boxes, _PROFILE * c, p).sum(axis=1)  # (H, P), summed over whole rows: fast
     return np.argmin(err, axis=0)
 
 
@@ -112,13 +107,19 @@ def _inside_distance(big: np.ndarray, small: np.ndarray, max_crop: float, step: 
     cuts = np.arange(0, max_crop + 1e-9, step)
     lo = np.repeat(cuts, len(cuts))
     hi = 1 - np.tile(cuts, len(cuts))
+    weights = _area_weights(lo, hi, _PROFILE).reshape(-1, THUMB)  # (H*16, src), the same for every fit
+    ident = _area_weights(np.zeros(1), np.ones(1), _PROFILE)[0]
+    c = small.shape[3]
+    # The small image's profiles do not change between fits: (16, c*P), columns (channel, pair).
+    target_x = (ident @ small.mean(axis=1)).transpose(1, 2, 0).reshape(_PROFILE, c * p)
+    target_y = (ident @ small.mean(axis=2)).transpose(1, 2, 0).reshape(_PROFILE, c * p)
     box_x = np.zeros(p, dtype=np.int64)  # index into (lo, hi): 0 is the full frame
     box_y = np.zeros(p, dtype=np.int64)
     for _ in range(2):  # alternate: columns given the rows, rows given the columns
         wy = _area_weights(lo[box_y], hi[box_y], 1)[:, 0]  # (P, src): average over the current row box
-        box_x = _fit_axis(big, small, wy, (lo, hi), axis=2)
+        box_x = _fit_axis(big, target_x, wy, weights, axis=2)
         wx = _area_weights(lo[box_x], hi[box_x], 1)[:, 0]
-        box_y = _fit_axis(big, small, wx, (lo, hi), axis=1)
+        box_y = _fit_axis(big, target_y, wx, weights, axis=1)
     ry = _area_weights(lo[box_y], hi[box_y], _COMPARE)  # (P, compare, src)
     rx = _area_weights(lo[box_x], hi[box_x], _COMPARE)
     crop = np.einsum("pvy,pyxc,pux->pvuc", ry, big, rx, optimize=True)
