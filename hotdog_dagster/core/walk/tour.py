@@ -1,27 +1,29 @@
-"""The exact greedy nearest-neighbour tour over unit vectors, from batched k-NN lists.
+"""The exact greedy nearest-neighbour tour over unit vectors, from batched matrix products.
 
 The tour is defined by the naive loop: start somewhere; the next frame is the unvisited vector with
 the largest inner product with the current one, ties broken by the lowest row (callers order rows
 by image id, so that is "by id"). Scores are compared as :func:`exact_scores` computes them
 (float64 dot products rounded to float32), so the answer does not depend on which BLAS kernel ran.
 
-The naive loop reads every remaining vector at every step. Here every vector's ``k`` nearest
-neighbours come from batched matrix products (bfloat16 where the CPU multiplies it natively, else
-float32) with a proven bound on their error (:func:`error_bound`), and a step only reads the
-current vector's list:
+The naive loop reads every remaining vector at every step. Here the scores come from large
+batched products instead (bfloat16 where the CPU multiplies it natively, else float32), with a
+proven bound on their error (:func:`error_bound`); only candidates within twice that bound of the
+best can be the answer, and when there is more than one they are scored in float32, then exactly.
+Two plans, the same tour:
 
-* Every pool member missing from row ``i``'s list computed to at most ``bound[i]``, so it scores
-  at most ``bound[i] + bound_error[i]`` exactly; listed members are scored again in float32. The first unvisited entry is the answer when it clears
-  that by its own error and no other entry is within twice the error of it; otherwise the entries
-  within that window (near ties) are re-scored exactly and the lowest id wins a true tie. So the
-  tour is the naive loop's, step for step.
-* When the current list cannot prove its answer (its neighbours were visited), the fallback
-  recomputes in one batched search over the remaining vectors the lists of the current vector and
-  of the unvisited vectors whose lists visits have worn down most; an exact pass covers more exact
-  ties than ``k``. Lists that could not prove anything even fresh (dense neighbourhoods, within the
-  bf16 error of each other) are searched again in float32.
+* matrix (the n x n bf16 scores fit in ``MATRIX_BYTES``): every pair is multiplied once, in
+  symmetric blocks; a step scans the current row (a few SIMD passes over int16) and settles the
+  near ties. The matrix shrinks to the unvisited rows and columns whenever half of it is visited.
+* lists (larger sets): each vector keeps its ``k`` nearest neighbours, chosen by bf16 products and
+  scored again in float32, and a bound on everything it does not list. A step reads only the
+  current list; its first unvisited entry is the answer when it clears the bound by the error and
+  no other entry is within twice the error of it, else the near ties are settled exactly. When a
+  list cannot prove its answer (its neighbours were visited), one batched search over the
+  remaining vectors refreshes it with the most worn lists of unvisited vectors; lists that could not
+  prove anything even fresh (neighbours within the bf16 error of each other) are searched again in
+  float32, and an exact pass covers more exact ties than ``k``.
 
-Nothing here touches a persistent index: the search pool is a temporary copy of the vectors.
+Nothing here touches a persistent index: the products run on temporary copies of the vectors.
 """
 
 from __future__ import annotations
