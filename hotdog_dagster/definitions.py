@@ -48,7 +48,12 @@ walk_job = dg.define_asset_job(
     partitions_def=walks,
     description="One named walk: the ordered frames, then the GIF, MP4, contact sheet and map.",
 )
-JOBS = [ingest_job, whole_set_job, walk_job]
+catalog_job = dg.define_asset_job(
+    "catalog",
+    selection=dg.AssetSelection.assets("clean_images", "search_items"),
+    description="Refresh the catalog's views alone (cheap): after a walk, so ordered_walk is queryable in SQL.",
+)
+JOBS = [ingest_job, whole_set_job, walk_job, catalog_job]
 
 
 def with_label_version(assets: list[dg.AssetsDefinition], profile: Profile) -> list[dg.AssetsDefinition]:

@@ -38,13 +38,21 @@ telemetry:
 """
 
 
+#: One instance per Dagster home for the life of the process. Dagster keeps only a weak reference to
+#: the instance its definitions-state storage belongs to, so an instance that is dropped while another
+#: is in use makes the next definitions load fail ("undefined DagsterInstance weakref").
+_INSTANCES: dict[str, dg.DagsterInstance] = {}
+
+
 def dagster_instance(store: Store) -> dg.DagsterInstance:
     """The persistent instance in ``$DAGSTER_HOME``, created under the data root when unset."""
-    home = Path(os.environ.get("DAGSTER_HOME") or store.root / "dagster")
+    home = Path(os.environ.get("DAGSTER_HOME") or store.root / "dagster").resolve()
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         (home / "dagster.yaml").write_text(DAGSTER_YAML)
-    return dg.DagsterInstance.from_config(str(home))
+    if str(home) not in _INSTANCES:
+        _INSTANCES[str(home)] = dg.DagsterInstance.from_config(str(home))
+    return _INSTANCES[str(home)]
 
 
 def register_batches(store: Store, instance: dg.DagsterInstance, specs: list[BatchSpec]) -> None:
@@ -74,7 +82,10 @@ def run_walk(
 
     instance = dagster_instance(store)
     register_walk(store, instance, settings)
-    ok, run_id = execute(build_definitions(profile, home=str(store.root)), "walk", instance, settings.name, on_step)
+    defs = build_definitions(profile, home=str(store.root))
+    ok, run_id = execute(defs, "walk", instance, settings.name, on_step)
+    if ok:
+        execute(defs, "catalog", instance, None, on_step)  # the walk's table becomes a view too
     return ok, "" if ok else failure_message(instance, run_id)
 
 
@@ -236,6 +247,8 @@ def run_pipeline(
             summary.failed[key] = failure_message(instance, run_id)
             if on_failure:
                 on_failure(key, summary.failed[key])
+        else:
+            execute(defs, "catalog", instance, None, step_done)  # the walk's table becomes a view too
     if store.catalog_path.exists():
         with catalog.connect(store) as con:
             views = [

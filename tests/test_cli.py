@@ -82,7 +82,7 @@ def test_plan_then_dagster_asset_materialize(tmp_path: Path, random_config: Path
             "-m",
             "hotdog_dagster.definitions",
             "--select",
-            "images,rejected,embeddings,embedding_failures",
+            "images,rejected,thumbnails,embeddings,embedding_failures",
             "--partition",
             key,
         ],
