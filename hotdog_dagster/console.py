@@ -109,7 +109,10 @@ def summary_table(summary: RunSummary, log: Path | None) -> Table:
 
 
 def where_lines(summary: RunSummary, log: Path | None) -> list[str]:
-    lines = [f"data in {summary.home}", f"runs in {summary.dagster_home} (dagster dev with this DAGSTER_HOME shows them)"]
+    lines = [
+        f"data in {summary.home}",
+        f"runs in {summary.dagster_home} (dagster dev with this DAGSTER_HOME shows them)",
+    ]
     return lines + ([f"log: {log}"] if log else [])
 
 
