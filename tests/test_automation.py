@@ -10,7 +10,7 @@ import dagster as dg
 from hotdog_dagster.core.model.sketch import draw
 from hotdog_dagster.core.settings import Profile, ScaleSettings
 from hotdog_dagster.definitions import build_definitions, defs
-from hotdog_dagster.defs.automation import WHOLE_SET_CONDITION, executor_for
+from hotdog_dagster.defs.automation import executor_for, whole_set_condition
 from hotdog_dagster.defs.automation.schedules import (
     SCHEDULE_NAME,
     SCHEDULE_TAG,
@@ -59,7 +59,8 @@ def test_whole_set_assets_follow_the_batches_and_automation_is_on_by_default() -
     assert {"image_index", "duplicate_groups", "clean_images", "image_labels"} <= {
         n.key.to_user_string() for n in whole
     }
-    assert all(n.automation_condition == WHOLE_SET_CONDITION for n in whole)
+    batch_keys = [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def == batches]
+    assert {n.automation_condition.get_label() for n in whole} == {whole_set_condition(batch_keys).get_label()}
     repo = defs.get_repository_def()
     assert repo.get_schedule_def(SCHEDULE_NAME).default_status == dg.DefaultScheduleStatus.RUNNING
     sensor = repo.get_sensor_def("automation_condition_sensor")
@@ -84,14 +85,26 @@ def part(context: dg.AssetExecutionContext) -> None:
             raise RuntimeError(f"{key} fails")
 
 
-@dg.asset(deps=[part], automation_condition=WHOLE_SET_CONDITION)
+@dg.asset(deps=[part], partitions_def=batches, backfill_policy=BATCH_BACKFILL)
+def part2() -> None:
+    """A second per-batch step (as cleaning and labels follow embeddings)."""
+
+
+WAVE = whole_set_condition([dg.AssetKey("part"), dg.AssetKey("part2")])
+
+
+@dg.asset(deps=[part], automation_condition=WAVE)
 def whole() -> None:
     """A whole-set asset downstream of the batches."""
 
 
+@dg.asset(deps=[whole, part], automation_condition=WAVE)
+def after_whole() -> None:
+    """A whole-set asset downstream of another (as dbt is of the catalog's views)."""
+
+
 TOY = dg.Definitions(
-    assets=[part, whole],
-    jobs=[dg.define_asset_job(BATCH_JOB, selection=[part])],
+    assets=[part, part2, whole, after_whole], jobs=[dg.define_asset_job(BATCH_JOB, selection=[part, part2])]
 )
 
 
@@ -151,25 +164,47 @@ def test_schedule_tick_registers_new_files_and_requests_each_new_partition(home:
 # -- the whole set follows the batches ----------------------------------------------------------
 
 
-def _requested(instance: dg.DagsterInstance, cursor=None) -> tuple[int, object]:
-    """How many times ``whole`` is requested on one evaluation of the conditions, and the cursor after it."""
+def _requested(instance: dg.DagsterInstance, cursor=None) -> tuple[dict[str, int], object]:
+    """How many times each whole-set asset is requested on one evaluation of the conditions, and the cursor."""
     result = dg.evaluate_automation_conditions(defs=TOY, instance=instance, cursor=cursor)
-    return result.get_num_requested(dg.AssetKey("whole")), result.cursor
+    names = ("whole", "after_whole")
+    return {n: result.get_num_requested(dg.AssetKey(n)) for n in names}, result.cursor
 
 
 def test_whole_set_rebuilds_once_after_new_batches_even_with_a_failed_one() -> None:
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(batches.name, ["a", "b", "bad-c"])
         requested, cursor = _requested(instance)
-        assert requested == 0  # nothing landed yet: no rebuild of an empty set
+        assert requested == {"whole": 0, "after_whole": 0}  # nothing landed yet: no rebuild of an empty set
 
         assert _run(instance, "a") and _run(instance, "b")
         assert not _run(instance, "bad-c")  # a failed batch does not hold the whole set back
         requested, cursor = _requested(instance, cursor)
-        assert requested == 1
+        assert requested == {"whole": 1, "after_whole": 1}  # one run, in order: parent, then child
 
         requested, cursor = _requested(instance, cursor)
-        assert requested == 0  # handled: one rebuild for the wave, not one per partition
+        assert requested == {"whole": 0, "after_whole": 0}  # handled: one rebuild for the wave
+
+
+def test_whole_set_waits_while_any_batch_step_is_queued_or_running() -> None:
+    """Even a step the asset does not read directly: ``whole`` reads ``part``, the queued run writes ``part2``."""
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(batches.name, ["a", "b"])
+        requested, cursor = _requested(instance)
+        assert _run(instance, "a") and _run(instance, "b")
+        job = TOY.resolve_job_def(BATCH_JOB)
+        queued = instance.create_run_for_job(
+            job,
+            tags={"dagster/partition": "b"},
+            status=dg.DagsterRunStatus.NOT_STARTED,
+            asset_selection={dg.AssetKey("part2")},
+        )
+        requested, cursor = _requested(instance, cursor)
+        assert requested == {"whole": 0, "after_whole": 0}  # the wave is not over: wait for it
+
+        instance.report_run_failed(queued)
+        requested, cursor = _requested(instance, cursor)
+        assert requested == {"whole": 1, "after_whole": 1}
 
 
 def test_a_partition_range_is_one_run_over_every_partition() -> None:

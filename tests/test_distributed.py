@@ -52,8 +52,7 @@ def _wait_for(what: str, done, cluster: LocalCluster, instance: dg.DagsterInstan
         if done():
             return
         time.sleep(2)
-    runs = [(r.dagster_run.job_name, r.dagster_run.status.value) for r in instance.get_run_records()]
-    pytest.fail(f"{what}: not done after {WAIT_SECONDS} s; runs: {runs}\n{cluster.logs()}")
+    pytest.fail(f"{what}: not done after {WAIT_SECONDS} s; runs:\n{_runs(instance)}\n{cluster.logs()}")
 
 
 def _workers_by_step(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
@@ -65,6 +64,30 @@ def _workers_by_step(instance: dg.DagsterInstance, run_id: str) -> dict[str, str
         if worker is not None and record.dagster_event.step_key:
             out[record.dagster_event.step_key] = str(worker.value).split("@")[0]
     return out
+
+
+def _runs(instance: dg.DagsterInstance) -> str:
+    """Every run: job, status, what it selected and who started it (for failure messages)."""
+    lines = []
+    for r in reversed(instance.get_runs()):
+        sel = sorted(k.to_user_string() for k in r.asset_selection or ())
+        who = {
+            k: v
+            for k, v in r.tags.items()
+            if k in ("dagster/schedule_name", "dagster/sensor_name", "dagster/partition")
+        }
+        lines.append(f"{r.job_name} {r.status.value} {who} {sel}")
+    return "\n".join(lines)
+
+
+def _failure(instance: dg.DagsterInstance, run_id: str) -> str:
+    """The failed step's whole error (dbt's errors are in it), not only the first line."""
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        err = record.dagster_event.step_failure_data.error
+        while err.cause is not None and err.cls_name == "DagsterExecutionStepExecutionError":
+            err = err.cause
+        return f"{record.dagster_event.step_key}: {err.message}\nruns:\n{_runs(instance)}"
+    return failure_message(instance, run_id)
 
 
 def _port_is_free(port: int) -> bool:
@@ -105,7 +128,7 @@ def test_schedule_celery_workers_and_automation_on_postgres_and_redis(
                 runs = instance.get_runs(dg.RunsFilter(tags={"dagster/schedule_name": SCHEDULE_NAME}))
                 for run in runs:
                     if run.status == dg.DagsterRunStatus.FAILURE:
-                        pytest.fail(f"scheduled run failed: {failure_message(instance, run.run_id)}\n{cluster.logs()}")
+                        pytest.fail(f"scheduled run failed: {_failure(instance, run.run_id)}\n{cluster.logs()}")
                 return runs
 
             def batches_done() -> bool:
@@ -118,7 +141,7 @@ def test_schedule_celery_workers_and_automation_on_postgres_and_redis(
                 runs = instance.get_runs(dg.RunsFilter(tags={"dagster/from_automation_condition": "true"}))
                 for run in runs:
                     if run.status == dg.DagsterRunStatus.FAILURE:
-                        pytest.fail(f"automation run failed: {failure_message(instance, run.run_id)}\n{cluster.logs()}")
+                        pytest.fail(f"automation run failed: {_failure(instance, run.run_id)}\n{cluster.logs()}")
                 return [r for r in runs if dg.AssetKey("image_index") in (r.asset_selection or set())]
 
             _wait_for(

@@ -1,22 +1,36 @@
-"""How the whole-set assets follow the batches: once per wave of new partitions, never once per partition.
+"""How the whole-set assets follow the batches: once per wave of new batches, never once per partition.
 
-Every asset that is not partitioned by batch (the index, duplicate groups, the catalog's views, the dbt
-models) gets :data:`WHOLE_SET_CONDITION`: Dagster's ``eager`` condition, which already waits while any
-upstream partition is in a queued or running run or in an unfinished backfill, so a backfill of a
-hundred partitions, or a schedule tick that starts a hundred runs, ends in one rebuild. Eager's
-"no missing dependency" clause is left out: a batch that keeps failing (the schedule gives up on it)
-must not hold the whole set back for ever; the index check still reports any images without vectors.
+Every asset that is not partitioned (the index, duplicate groups, the catalog's views, the dbt models)
+gets :func:`whole_set_condition`: Dagster's ``eager`` condition plus one clause, *no batch step in
+progress anywhere*. Eager alone waits only for an asset's direct parents, so the index (whose parent,
+``embeddings``, is done early in a batch run) would rebuild while cleaning and labels still run, and
+again after them; with the clause the whole set waits until every queued or running batch run and
+every unfinished backfill is done, then rebuilds in one run. Eager's "no missing parent" clause keeps
+whole-set parents (dbt never runs before the catalog's views exist) but ignores batch partitions: a
+batch that keeps failing (the schedule gives up on it) must not hold the whole set back for ever; the
+blocking index check still reports images without vectors.
 """
 
 from __future__ import annotations
 
+import functools
+import operator
+from collections.abc import Sequence
+
 import dagster as dg
 
-WHOLE_SET_CONDITION = (
-    dg.AutomationCondition.eager()
-    .without(~dg.AutomationCondition.any_deps_missing())
-    .with_label("after new batches (eager, missing batches allowed)")
-)
+AC = dg.AutomationCondition
+
+
+def whole_set_condition(batch_keys: Sequence[dg.AssetKey]) -> dg.AutomationCondition:
+    """Eager, after every batch step in progress (``batch_keys``: every per-batch asset) has finished."""
+    per_batch = dg.AssetSelection.assets(*batch_keys)
+    busy = functools.reduce(operator.or_, [AC.asset_matches(k, AC.in_progress()) for k in batch_keys])
+    return (
+        AC.eager().replace("any_deps_missing", AC.any_deps_missing().ignore(per_batch))
+        & ~busy.with_label("any batch step in progress")
+    ).with_label("after each wave of batches")
+
 
 #: Evaluates the conditions, on by default (Dagster's implicit default sensor starts stopped); the daemon runs it.
 automation_sensor = dg.AutomationConditionSensorDefinition(
@@ -28,13 +42,13 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 )
 
 
-def follow_batches(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
-    """Give every whole-set (unpartitioned) asset :data:`WHOLE_SET_CONDITION`, in one place, so a new stage's
-    asset gets it too. Assets with partitions of their own (the walks) keep whatever their stage says."""
+def follow_batches(assets: list[dg.AssetsDefinition], batches: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """Give every unpartitioned asset :func:`whole_set_condition`, in one place, so a new stage's asset gets
+    it too. Assets with partitions of their own (the walks) keep whatever their stage says."""
+    batch_keys = [k for a in assets if a.partitions_def == batches for k in a.keys]
+    condition = whole_set_condition(batch_keys)
 
     def whole_set(spec: dg.AssetSpec) -> dg.AssetSpec:
-        if spec.partitions_def is not None:
-            return spec
-        return spec.replace_attributes(automation_condition=WHOLE_SET_CONDITION)
+        return spec if spec.partitions_def is not None else spec.replace_attributes(automation_condition=condition)
 
     return [a if a.partitions_def is not None else a.map_asset_specs(whole_set) for a in assets]
