@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 BLOCK_RESULTS = 2_000_000  # range-search results one block aims at (about 24 MB)
 FIRST_BLOCK = 256  # queries in the first block, before the density is known
 MAX_BLOCK = 8192  # queries per block at most
+MIN_BLOCK = 64  # queries per block at least, however close their sums (fewer, larger FAISS calls)
 
 Progress = Callable[[int, int], None]
 
@@ -112,8 +113,11 @@ def _search_part(
     q_order = np.argsort(q_sum, kind="stable")
     out_q, out_t, out_s, capped = [], [], [], set()
     start, block = 0, FIRST_BLOCK
+    q_sorted_sum = q_sum[q_order]
     while start < len(q_order):
-        rows = q_order[start : start + block]
+        # A block spans at most ``reach`` of sums (or MIN_BLOCK queries), so its slab stays narrow.
+        end = np.searchsorted(q_sorted_sum, q_sorted_sum[start] + reach, side="right")
+        rows = q_order[start : min(start + block, max(end, start + MIN_BLOCK))]
         lo = np.searchsorted(d_sorted_sum, q_sum[rows[0]] - (0 if same_set else reach), side="left")
         hi = np.searchsorted(d_sorted_sum, q_sum[rows[-1]] + reach, side="right")
         index = faiss.IndexFlatL2(dims)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from hotdog_dagster.core.clean.pixels import THUMB
+from hotdog_dagster.core.clean.pixels import THUMB, fixed_bytes
 
 GRID = 4  # cells a side of the aligned part
 GRID_DIMS = GRID * GRID * 3
@@ -64,14 +64,7 @@ def descriptor_column(desc: np.ndarray) -> pa.FixedSizeBinaryArray:
 
 def descriptors_from_column(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """Stored descriptors as ``(n, 57)`` uint8, and which were usable (null or wrong length: not)."""
-    values = column.to_pylist() if len(column) else []
-    out = np.zeros((len(values), DESCRIPTOR_BYTES), dtype=np.uint8)
-    ok = np.zeros(len(values), dtype=bool)
-    for i, value in enumerate(values):
-        if isinstance(value, bytes) and len(value) == DESCRIPTOR_BYTES:
-            out[i] = np.frombuffer(value, dtype=np.uint8)
-            ok[i] = True
-    return out, ok
+    return fixed_bytes(column, DESCRIPTOR_BYTES)
 
 
 def grid(thumbs: np.ndarray) -> np.ndarray:

@@ -21,7 +21,6 @@ from scipy.sparse.csgraph import connected_components
 
 from hotdog_dagster.core.clean import stored
 from hotdog_dagster.core.clean.blank import blank_flags, float_column
-from hotdog_dagster.core.clean.pixels import aligned_distance
 from hotdog_dagster.core.io.store import Store
 from hotdog_dagster.core.settings import CleanSettings
 
@@ -37,7 +36,7 @@ GROUPS_SCHEMA = pa.schema(
         ("group_size", pa.int32()),
         ("duplicate_of", pa.string()),  # the group's representative (itself for the representative)
         ("similarity", pa.float32()),  # cosine to the representative
-        ("pixel_distance", pa.float32()),  # aligned thumbnail distance to the representative
+        ("pixel_distance", pa.float32()),  # aligned thumbnail distance to the representative (when an edge)
         ("dup_reason", pa.string()),
         ("dup_code", pa.string()),
         ("keep", pa.bool_()),
@@ -116,9 +115,9 @@ def groups_from_edges(store: Store, settings: CleanSettings, edges: pa.Table | N
         is_rep, None, np.where(same_bytes, DUP_CODES[0], np.where(same_pixels, DUP_CODES[1], DUP_CODES[2]))
     )
     partitions = np.asarray(images.column("partition").to_pylist(), dtype=object)
-    similarity, distance = _to_representative(store, ids, partitions, members[~is_rep], r[~is_rep], code, near)
+    similarity, distance, adjacent = _to_representative(store, ids, partitions, members[~is_rep], r[~is_rep], near)
     distance[members[(same_bytes | same_pixels) & ~is_rep]] = 0.0
-    reason = _reasons(ids, rep, code, similarity, distance)
+    reason = _reasons(ids, rep, code, similarity, distance, adjacent)
     keep = eligible & (~grouped | (rep == np.arange(n)))
     return pa.table(
         {
@@ -234,20 +233,22 @@ def _to_representative(
     partitions: np.ndarray,
     members: np.ndarray,
     rep: np.ndarray,
-    code: np.ndarray,
     near: _NearEdges,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine of each duplicate to its representative, and the aligned pixel distance of near ones.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cosine of each duplicate to its representative, and the aligned pixel distance where they share an edge.
 
-    An edge to the representative already holds both numbers; only the other duplicates (joined
-    through a chain, or by hash alone) are measured here, reading just their vectors and thumbnails.
+    An edge to the representative already holds both numbers. The other duplicates (joined through
+    a chain, or by hash alone) have only their vectors read, for the cosine: measuring their pixels
+    would mean decoding thumbnail columns of every partition they sit in, each time groups resolve.
     """
     n = len(ids)
     similarity = np.full(n, np.nan, dtype=np.float32)
     distance = np.full(n, np.nan, dtype=np.float32)
+    adjacent = np.zeros(n, dtype=bool)
     if members.size == 0:
-        return similarity, distance
+        return similarity, distance, adjacent
     hit, sim, dist = near.lookup(members, rep)
+    adjacent[members[hit]] = True
     similarity[members[hit]] = sim[hit]
     distance[members[hit]] = dist[hit]
     todo, todo_rep = members[~hit], rep[~hit]
@@ -258,21 +259,16 @@ def _to_representative(
         both = ok[m] & ok[r]
         if both.any():
             similarity[todo[both]] = np.einsum("ij,ij->i", vectors[m[both]], vectors[r[both]])
-    measure = ~hit | np.isnan(dist)
-    measure &= code[members] == DUP_CODES[2]
-    if measure.any():
-        todo, todo_rep = members[measure], rep[measure]
-        rows = np.unique(np.concatenate([todo, todo_rep]))
-        thumbs, ok = stored.thumbs_of(store, ids[rows].tolist(), partitions[rows].tolist())
-        m, r = np.searchsorted(rows, todo), np.searchsorted(rows, todo_rep)
-        both = ok[m] & ok[r]
-        if both.any():
-            distance[todo[both]] = aligned_distance(thumbs[m[both]], thumbs[r[both]])
-    return similarity, distance
+    return similarity, distance, adjacent
 
 
 def _reasons(
-    ids: np.ndarray, rep: np.ndarray, code: np.ndarray, similarity: np.ndarray, distance: np.ndarray
+    ids: np.ndarray,
+    rep: np.ndarray,
+    code: np.ndarray,
+    similarity: np.ndarray,
+    distance: np.ndarray,
+    adjacent: np.ndarray,
 ) -> np.ndarray:
     """A sentence per duplicate (None for representatives and images in no group)."""
     reason = np.full(len(ids), None, dtype=object)
@@ -284,7 +280,10 @@ def _reasons(
             reason[i] = f"identical pixels to {of} (another file or format)"
         else:
             parts = [f"cosine {similarity[i]:.3f}"] if np.isfinite(similarity[i]) else []
-            parts += [f"aligned pixel distance {distance[i]:.2f}"] if np.isfinite(distance[i]) else []
+            if np.isfinite(distance[i]):
+                parts.append(f"aligned pixel distance {distance[i]:.2f}")
+            if not adjacent[i]:
+                parts.append("joined through other near duplicates")
             reason[i] = f"near duplicate of {of}" + (f" ({', '.join(parts)})" if parts else "")
     return reason
 

@@ -47,14 +47,30 @@ def thumbs_from_column(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, 
 
     A null or a value of the wrong length is unusable (left black here, flagged False), never fatal.
     """
-    values = column.to_pylist() if len(column) else []
-    out = np.zeros((len(values), THUMB, THUMB, 3), dtype=np.uint8)
-    ok = np.zeros(len(values), dtype=bool)
-    for i, value in enumerate(values):
-        if isinstance(value, bytes) and len(value) == THUMB_BYTES:
-            out[i] = np.frombuffer(value, dtype=np.uint8).reshape(THUMB, THUMB, 3)
+    values, ok = fixed_bytes(column, THUMB_BYTES)
+    return values.reshape(-1, THUMB, THUMB, 3), ok
+
+
+def fixed_bytes(column: pa.Array | pa.ChunkedArray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A binary column as ``(n, width)`` uint8 rows, and which rows were present with exactly ``width`` bytes.
+
+    Fixed-size binary of that width is read straight from its buffer; anything else row by row.
+    """
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n = len(arr)
+    if pa.types.is_fixed_size_binary(arr.type) and arr.type.byte_width == width:
+        data = np.frombuffer(arr.buffers()[1], dtype=np.uint8, count=(arr.offset + n) * width)
+        rows = data[arr.offset * width :].reshape(n, width).copy()
+        ok = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        rows[~ok] = 0
+        return rows, ok
+    rows = np.zeros((n, width), dtype=np.uint8)
+    ok = np.zeros(n, dtype=bool)
+    for i, value in enumerate(arr.to_pylist()):
+        if isinstance(value, bytes) and len(value) == width:
+            rows[i] = np.frombuffer(value, dtype=np.uint8)
             ok[i] = True
-    return out, ok
+    return rows, ok
 
 
 def thumbs_to_column(thumbs: np.ndarray) -> pa.FixedSizeBinaryArray:
