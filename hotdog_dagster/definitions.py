@@ -49,7 +49,7 @@ walk_job = dg.define_asset_job(
     description="One named walk: the ordered frames, then the GIF, MP4, contact sheet and map.",
 )
 catalog_job = dg.define_asset_job(
-    "catalog",
+    "refresh_catalog",
     selection=dg.AssetSelection.assets("clean_images", "search_items"),
     description="Refresh the catalog's views alone (cheap): after a walk, so ordered_walk is queryable in SQL.",
 )

@@ -85,7 +85,7 @@ def run_walk(
     defs = build_definitions(profile, home=str(store.root))
     ok, run_id = execute(defs, "walk", instance, settings.name, on_step)
     if ok:
-        execute(defs, "catalog", instance, None, on_step)  # the walk's table becomes a view too
+        execute(defs, "refresh_catalog", instance, None, on_step)  # the walk's table becomes a view too
     return ok, "" if ok else failure_message(instance, run_id)
 
 
@@ -248,7 +248,7 @@ def run_pipeline(
             if on_failure:
                 on_failure(key, summary.failed[key])
         else:
-            execute(defs, "catalog", instance, None, step_done)  # the walk's table becomes a view too
+            execute(defs, "refresh_catalog", instance, None, step_done)  # the walk's table becomes a view too
     if store.catalog_path.exists():
         with catalog.connect(store) as con:
             views = [

@@ -840,8 +840,13 @@ def grouped_clauses(draw: st.DrawFn) -> tuple[str, object]:
     field = draw(st.sampled_from(sorted(GROUP_LEAVES)))
     items = draw(st.lists(st.tuples(OCCURS, GROUP_LEAVES[field]), min_size=1, max_size=4))
     style = draw(st.sampled_from(["escape", "quote"]))
-    text = f"{field}:(" + " ".join(occur + _rhs_text(leaf, style) for occur, leaf in items) + ")"
+    text = f"{field}:(" + " ".join(_group_item(occur, _rhs_text(leaf, style)) for occur, leaf in items) + ")"
     return text, ("group", items)
+
+
+def _group_item(occur: str, rhs: str) -> str:
+    """``-0.5`` in a group is the number -0.5; excluding 0.5 is written ``- 0.5`` (the prefix stands apart)."""
+    return f"{occur} {rhs}" if occur == "-" and re.match(r"\.?\d", rhs) else occur + rhs
 
 
 @st.composite

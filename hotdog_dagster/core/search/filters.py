@@ -322,7 +322,10 @@ def _next_token(text: str, pos: int, mode: str) -> _Token:
         if ch in _VALUE_STOP:
             return _Token(ch, ch, pos, pos + 1)
         if mode == _GROUP:
-            negative_number = ch == "-" and re.match(r"-\.?\d", text[pos : pos + 3])
+            # "-5" and "-0.5" are numbers; "-2023-12-31" or "-x" excludes the value that follows.
+            negative_number = ch == "-" and re.match(
+                r"-(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?(?=$|[\s()\[\]{}])", text[pos:]
+            )
             op = None if negative_number else _operator(text, pos)
             if op is not None:
                 return op
