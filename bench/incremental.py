@@ -1,6 +1,6 @@
 """Adding one batch to a cleaned set costs about the batch, not the set.
 
-Builds once (and reuses from ``--home``) a set of ``--base`` drawn sketches in batches of ``--batch``,
+Builds once (and reuses from ``--home``) a set of ``--base`` drawn sketches in batches of ``--base-batch``,
 through the real ingest and embedding paths (the shipped model, CPU), cleaned batch by batch as the
 assets do. Then one more batch of ``--batch`` files arrives: planted copies of earlier images
 (bench/planted.py: JPEG, resize, crop of up to 10% per side, chains) and new drawings. Times, in the
@@ -13,7 +13,8 @@ full         ``assess``: every image cleaned again as one batch
 and checks that both give identical blank flags, groups and representatives. Ingest and embedding
 of the new batch are timed apart (they are the same whichever way cleaning goes).
 
-    python bench/incremental.py                       # 50,000 + 1,000
+    python bench/incremental.py                       # 50,000 (batches of 1,000) + 1,000
+    python bench/incremental.py --base-batch 10000 --home /tmp/hotdog-inc-10k   # the set in batches of 10,000
     python bench/incremental.py --base 100000 --home /tmp/hotdog-inc-100k
 """
 
@@ -107,14 +108,15 @@ def drop_batch(store: Store, key: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", type=int, default=50_000, help="images already cleaned (default 50000)")
-    p.add_argument("--batch", type=int, default=1_000, help="images per batch, the new one included (default 1000)")
+    p.add_argument("--batch", type=int, default=1_000, help="images in the new batch (default 1000)")
+    p.add_argument("--base-batch", type=int, help="images per batch of the cleaned set (default: --batch)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "hotdog-bench-incremental")
     args = p.parse_args()
 
     settings = CleanSettings()
     encoder = ClipEncoder(SKETCH_MODEL, device="cpu")
-    store = build_base(args.home.resolve(), args.base, args.batch, args.seed, settings, encoder)
+    store = build_base(args.home.resolve(), args.base, args.base_batch or args.batch, args.seed, settings, encoder)
     folder = args.home.resolve() / "new-files"
     planted = new_batch_files(folder, args.base, args.batch, args.seed)
     spec = plan_folder(folder, list_source_files(folder), partition_size=args.batch)[0]
