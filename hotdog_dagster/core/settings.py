@@ -23,6 +23,14 @@ DEFAULT_LABELS: list[str] = ["one hot dog", "two hot dogs", "a hamburger", "a fa
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
+def check_templates(value: list[str], what: str) -> list[str]:
+    """Prompt templates hold exactly one ``{}`` (where ``what`` goes); none given means the text alone."""
+    for t in value:
+        if t.count("{}") != 1:
+            raise ValueError(f"prompt template {t!r} must contain '{{}}' exactly once, where {what} goes")
+    return value or ["{}"]
+
+
 class Settings(BaseModel):
     """Unknown keys are errors, so a typo in a profile never silently falls back to a default."""
 
@@ -108,10 +116,7 @@ class LabelSettings(Settings):
     @field_validator("templates")
     @classmethod
     def _templates(cls, value: list[str]) -> list[str]:
-        for t in value:
-            if t.count("{}") != 1:
-                raise ValueError(f"prompt template {t!r} must contain '{{}}' exactly once, where the label goes")
-        return value or ["{}"]
+        return check_templates(value, "the label")
 
     @field_validator("labels")
     @classmethod
@@ -168,10 +173,7 @@ class GenerateSettings(Settings):
     @field_validator("templates")
     @classmethod
     def _templates(cls, value: list[str]) -> list[str]:
-        for t in value:
-            if t.count("{}") != 1:
-                raise ValueError(f"prompt template {t!r} must contain '{{}}' exactly once, where the prompt goes")
-        return value or ["{}"]
+        return check_templates(value, "the prompt")
 
     @field_validator("model")
     @classmethod
