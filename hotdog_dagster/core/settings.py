@@ -104,7 +104,7 @@ class CleanSettings(Settings):
     signature_radius: float | None = Field(
         3.5, ge=0, description="... or background/object colour signatures this close (RMS levels; null: off)"
     )
-    max_candidates: int = Field(64, ge=1, description="candidates kept per image in a dense region (a warning says so)")
+    max_candidates: int = Field(256, ge=1, description="candidates kept per image in a dense region (a warning says so)")
 
 
 class LabelSettings(Settings):
