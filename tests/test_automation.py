@@ -142,6 +142,13 @@ def _write(folder: Path, names: list[str]) -> None:
         os.utime(folder / name, (past, past))
 
 
+def _tick(schedule: dg.ScheduleDefinition, instance: dg.DagsterInstance, resources: dict) -> list[dg.RunRequest]:
+    """One evaluation; the context is closed after it (an open one leaves Dagster's state storage pointing
+    at this instance after it is gone, and a later definitions load fails)."""
+    with dg.build_schedule_context(instance=instance, resources=resources) as context:
+        return schedule(context)
+
+
 def test_schedule_tick_registers_new_files_and_requests_each_new_partition(home: Path, tmp_path: Path) -> None:
     folder = tmp_path / "incoming"
     _write(folder, [f"a{i}.png" for i in range(5)])
@@ -149,13 +156,13 @@ def test_schedule_tick_registers_new_files_and_requests_each_new_partition(home:
     assert schedule.cron_schedule == "*/5 * * * *"
     resources = {"store": StoreResource(home=str(home)), "watch": WatchResource(folder=str(folder), chunk=3)}
     with dg.instance_for_test() as instance:
-        first = schedule(dg.build_schedule_context(instance=instance, resources=resources))
+        first = _tick(schedule, instance, resources)
         keys = ["folder-incoming-00000", "folder-incoming-00001"]
         assert instance.get_dynamic_partitions(batches.name) == keys
         assert [(r.partition_key, r.run_key) for r in first] == [(k, f"{k}#1") for k in keys]
 
         _write(folder, ["b0.png"])
-        second = schedule(dg.build_schedule_context(instance=instance, resources=resources))
+        second = _tick(schedule, instance, resources)
         # nothing ran yet, so the first two are still missing: requested again under the same run keys,
         # which the daemon drops as duplicates; the new file's partition joins them
         assert [r.run_key for r in second] == [f"{k}#1" for k in keys] + ["folder-incoming-00002#1"]
