@@ -136,33 +136,38 @@ def failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
 
 def _watch(instance: dg.DagsterInstance, run_id: str, job: str, partition: str | None, on_step, stop) -> None:
     """Report each step as it finishes, by reading the run's event log (the run executes in another thread)."""
-    seen = 0  # the event log only grows: entries before this index were handled
+    cursor = None  # read only what is new since the last poll, and only the kinds of event used here
+    kinds = {
+        dg.DagsterEventType.STEP_START,
+        dg.DagsterEventType.ASSET_MATERIALIZATION,
+        dg.DagsterEventType.STEP_SUCCESS,
+        dg.DagsterEventType.STEP_FAILURE,
+    }
     started: dict[str, float] = {}
     metadata: dict[str, dict[str, Any]] = {}
     while True:
         finished = stop.is_set()
-        records = instance.all_logs(run_id)
-        for record in records[seen:]:
-            if record.dagster_event is None:
-                continue
-            event = record.dagster_event
+        page = instance.get_records_for_run(run_id, cursor=cursor, of_type=kinds)
+        cursor = page.cursor
+        for entry in (r.event_log_entry for r in page.records):
+            event = entry.dagster_event
             if event.event_type == dg.DagsterEventType.STEP_START:
-                started[event.step_key] = record.timestamp
+                started[event.step_key] = entry.timestamp
             elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
                 mat = event.step_materialization_data.materialization
                 md = metadata.setdefault(event.step_key, {})
                 md.update({k: getattr(v, "value", v) for k, v in mat.metadata.items()})
-            elif event.is_step_success or event.is_step_failure:
-                seconds = record.timestamp - started.get(event.step_key, record.timestamp)
+            else:
+                seconds = entry.timestamp - started.get(event.step_key, entry.timestamp)
                 on_step(
                     StepDone(
                         job, partition, event.step_key, event.is_step_success, seconds, metadata.get(event.step_key, {})
                     )
                 )
-        seen = len(records)
-        if finished:
+        if finished and not page.has_more:
             return
-        time.sleep(0.2)
+        if not page.has_more:
+            time.sleep(0.2)
 
 
 def execute(
