@@ -11,12 +11,15 @@ from hotdog_dagster.core.model.names import RANDOM_SKETCH_MODEL
 from hotdog_dagster.core.settings import IngestSettings, ModelSettings, Profile
 
 
-@pytest.fixture(scope="session", autouse=True)
-def dbt_manifest() -> Path:
-    """The dbt manifest is prepared explicitly (never at import), once per test session."""
+def pytest_configure(config: pytest.Config) -> None:
+    """Prepare the dbt manifest explicitly, once, before collection imports the definitions.
+
+    A session fixture is too late: test modules import ``hotdog_dagster.definitions`` at collection,
+    and on a clean clone (CI) the manifest does not exist yet.
+    """
     from hotdog_dagster.dbt_project import prepare_dbt
 
-    return prepare_dbt()
+    prepare_dbt()
 
 
 @pytest.fixture
