@@ -7,8 +7,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from hotdog_dagster.core.io.batches import list_batches, plan_diffusion
+from hotdog_dagster.core.io.store import Store
 from hotdog_dagster.core.model.sketch import draw
-from hotdog_dagster.core.settings import Profile, ScaleSettings
+from hotdog_dagster.core.settings import GenerateSettings, Profile, ScaleSettings
 from hotdog_dagster.definitions import build_definitions, defs
 from hotdog_dagster.defs.automation import executor_for, whole_set_condition
 from hotdog_dagster.defs.automation.schedules import (
@@ -222,3 +224,34 @@ def test_a_partition_range_is_one_run_over_every_partition() -> None:
         result = dg.materialize([part], instance=instance, tags=tags)
         assert result.success
         assert sorted(m.partition for m in result.asset_materializations_for_node("part")) == ["a", "b", "c"]
+
+
+def test_schedule_registers_the_next_generation_batch_once_the_previous_one_is_done(home: Path) -> None:
+    generate = GenerateSettings(model="tiny-random", prompts=["a hot dog", "a cat"], seed=7)
+    scale = ScaleSettings(generate_per_tick=4, generate_limit=10)
+    schedule = build_batch_schedule([dg.AssetKey("images")], scale, generate)
+    resources = {"store": StoreResource(home=str(home)), "watch": WatchResource()}
+    with dg.instance_for_test() as instance:
+        first = _tick(schedule, instance, resources)
+        assert [r.partition_key for r in first] == ["diffusion-s7-0000000"]
+
+        # not materialised yet: requested again under the same run key, and no second batch piles up
+        again = _tick(schedule, instance, resources)
+        assert [r.run_key for r in again] == ["diffusion-s7-0000000#1"]
+        assert instance.get_dynamic_partitions(batches.name) == ["diffusion-s7-0000000"]
+
+        for key, expected_next in [
+            ("diffusion-s7-0000000", "diffusion-s7-0000004"),
+            ("diffusion-s7-0000004", "diffusion-s7-0000008"),
+        ]:
+            instance.report_runless_asset_event(dg.AssetMaterialization("images", partition=key))
+            assert [r.partition_key for r in _tick(schedule, instance, resources)] == [expected_next]
+
+        specs = {s.key: s for s in list_batches(Store(home))}
+        # the batches continue one stream: the same manifests as planning all 10 images at once
+        assert [specs[s.key] for s in plan_diffusion(generate, 10, 4, first=0)] == list(specs.values())
+        assert specs["diffusion-s7-0000008"].count == 2  # capped at generate_limit
+
+        instance.report_runless_asset_event(dg.AssetMaterialization("images", partition="diffusion-s7-0000008"))
+        result = _tick(schedule, instance, resources)
+        assert isinstance(result, dg.SkipReason)  # at the limit: nothing more to generate

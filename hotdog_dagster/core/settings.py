@@ -104,7 +104,9 @@ class CleanSettings(Settings):
     signature_radius: float | None = Field(
         3.5, ge=0, description="... or background/object colour signatures this close (RMS levels; null: off)"
     )
-    max_candidates: int = Field(256, ge=1, description="candidates kept per image in a dense region (a warning says so)")
+    max_candidates: int = Field(
+        256, ge=1, description="candidates kept per image in a dense region (a warning says so)"
+    )
 
 
 class LabelSettings(Settings):
@@ -204,6 +206,15 @@ class ScaleSettings(Settings):
         "*/15 * * * *", description="when the batch schedule registers new batches and runs missing ones (cron, UTC)"
     )
     max_attempts: int = Field(3, ge=1, description="runs the schedule starts for one partition before it gives up")
+    generate_per_tick: int = Field(
+        0,
+        ge=0,
+        description="images of the next Stable Diffusion batch each schedule tick registers once the previous one is "
+        "done (0: off); the batch continues the generate section's run seed",
+    )
+    generate_limit: int = Field(
+        0, ge=0, description="stop registering generation batches at this many images (0: none)"
+    )
 
     @field_validator("schedule_cron")
     @classmethod

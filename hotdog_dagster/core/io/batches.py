@@ -257,9 +257,9 @@ def partition_prompts(prompts: list[str], start: int, count: int) -> list[str]:
 
 
 def plan_diffusion(
-    settings: GenerateSettings, images: int, partition_size: int, prefix: str = "diffusion"
+    settings: GenerateSettings, images: int, partition_size: int, prefix: str = "diffusion", first: int = 0
 ) -> list[BatchSpec]:
-    """Split ``images`` generated with ``settings`` into partitions of ``partition_size``.
+    """Split images ``first .. first+images-1`` generated with ``settings`` into partitions of ``partition_size``.
 
     Keys are ``<prefix>-s<seed>-<start>``: planning again with other parameters keeps the keys and
     replaces the manifests, so the changed partitions' fingerprints (their data versions) change.
@@ -270,8 +270,8 @@ def plan_diffusion(
     base = {k: v for k, v in settings.values().items() if k != "seed"}
     base.update(prompt_file="", templates=["{}"])
     specs = []
-    for start in range(0, images, partition_size):
-        count = min(partition_size, images - start)
+    for start in range(first, first + images, partition_size):
+        count = min(partition_size, first + images - start)
         specs.append(
             BatchSpec(
                 key=f"{prefix}-s{settings.seed}-{start:07d}",
@@ -283,6 +283,24 @@ def plan_diffusion(
             )
         )
     return specs
+
+
+def next_diffusion_batch(
+    existing: list[BatchSpec], settings: GenerateSettings, images: int, limit: int = 0, prefix: str = "diffusion"
+) -> BatchSpec | None:
+    """The batch after the last one of this run seed: ``images`` more images of the same stream.
+
+    It continues where the planned batches of ``settings.seed`` end, so a schedule that registers one
+    per tick extends the run image by image exactly as planning them all at once would have. ``limit``
+    (0: none) caps the run's images; at the cap there is no next batch.
+    """
+    mine = [s for s in existing if s.source == "diffusion" and s.key.startswith(f"{prefix}-s{settings.seed}-")]
+    first = max((s.start + s.count for s in mine), default=0)
+    if limit:
+        images = min(images, limit - first)
+    if images <= 0:
+        return None
+    return plan_diffusion(settings, images, images, prefix=prefix, first=first)[0]
 
 
 def generate_settings(spec: BatchSpec) -> GenerateSettings:

@@ -28,7 +28,7 @@ def follow_batches(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinitio
 def schedules_for(profile: Profile, assets: list[dg.AssetsDefinition]) -> list[dg.ScheduleDefinition]:
     """The batch schedule over every per-batch asset of ``assets``."""
     keys = [k for a in assets if a.partitions_def == batches for k in a.keys]
-    return [build_batch_schedule(keys, profile.scale)]
+    return [build_batch_schedule(keys, profile.scale, profile.generate)]
 
 
 __all__ = ["ASSETS", "CHECKS", "SENSORS", "executor_for", "follow_batches", "schedules_for", "whole_set_condition"]
