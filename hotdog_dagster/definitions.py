@@ -56,22 +56,29 @@ catalog_job = dg.define_asset_job(
 JOBS = [ingest_job, whole_set_job, walk_job, catalog_job]
 
 
-def with_label_version(assets: list[dg.AssetsDefinition], profile: Profile) -> list[dg.AssetsDefinition]:
-    """Give ``label_scores`` the label set's fingerprint as code version: scores of another set show stale."""
-    version = fingerprint(LabelSet.build(profile.labels.labels, profile.labels.templates))
+def with_versions(assets: list[dg.AssetsDefinition], profile: Profile) -> list[dg.AssetsDefinition]:
+    """Code versions from the settings that shape a per-batch table, so partitions made with other
+    settings show stale in the UI (then backfill them): ``label_scores`` and ``label_set`` carry the
+    label set's fingerprint, ``image_quality`` and ``duplicate_edges`` the clean settings'."""
+    label_version = fingerprint(LabelSet.build(profile.labels.labels, profile.labels.templates))
+    versions = {
+        "label_scores": label_version,
+        "label_set": label_version,
+        "image_quality": profile.clean.fingerprint(),
+        "duplicate_edges": profile.clean.fingerprint(),
+    }
 
     def versioned(spec: dg.AssetSpec) -> dg.AssetSpec:
-        return (
-            spec.replace_attributes(code_version=version) if spec.key.path[0] in ("label_scores", "label_set") else spec
-        )
+        version = versions.get(spec.key.path[0])
+        return spec.replace_attributes(code_version=version) if version else spec
 
-    return [a.map_asset_specs(versioned) if "label_scores" in {k.path[0] for k in a.keys} else a for a in assets]
+    return [a.map_asset_specs(versioned) if {k.path[0] for k in a.keys} & set(versions) else a for a in assets]
 
 
 def build_definitions(profile: Profile | None = None, home: str = "") -> dg.Definitions:
     profile = profile or load_profile()
     return dg.Definitions(
-        assets=automation.follow_batches(with_label_version(place_generation(ASSETS, profile), profile)),
+        assets=automation.follow_batches(with_versions(place_generation(ASSETS, profile), profile)),
         asset_checks=CHECKS,
         jobs=JOBS,
         sensors=SENSORS,

@@ -255,3 +255,15 @@ def test_schedule_registers_the_next_generation_batch_once_the_previous_one_is_d
         instance.report_runless_asset_event(dg.AssetMaterialization("images", partition="diffusion-s7-0000008"))
         result = _tick(schedule, instance, resources)
         assert isinstance(result, dg.SkipReason)  # at the limit: nothing more to generate
+
+
+def test_changed_clean_settings_make_the_per_batch_cleaning_tables_stale() -> None:
+    """Like the label set for labels: edges found with another threshold show stale, not current."""
+    base = Profile()
+    changed = base.model_copy(update={"clean": base.clean.model_copy(update={"near_threshold": 0.9})})
+    old, new = (build_definitions(p).resolve_asset_graph() for p in (base, changed))
+    for name in ("image_quality", "duplicate_edges"):
+        assert old.get(dg.AssetKey(name)).code_version == base.clean.fingerprint()
+        assert old.get(dg.AssetKey(name)).code_version != new.get(dg.AssetKey(name)).code_version
+    for name in ("label_scores", "images", "embeddings"):  # other stages keep theirs
+        assert old.get(dg.AssetKey(name)).code_version == new.get(dg.AssetKey(name)).code_version

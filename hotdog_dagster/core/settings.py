@@ -8,6 +8,8 @@ types (``list`` rather than ``tuple``) because Dagster's config system builds it
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hotdog_dagster.core.io.decode import DEFAULT_MAX_PIXELS
+from hotdog_dagster.core.io.decode import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
 from hotdog_dagster.core.model.names import SKETCH_MODEL
 
 DEFAULT_LABELS: list[str] = ["one hot dog", "two hot dogs", "a hamburger", "a face"]
@@ -39,6 +41,12 @@ class Settings(BaseModel):
     def values(self) -> dict[str, Any]:
         """This stage's own fields (without anything a Dagster resource adds)."""
         return {name: getattr(self, name) for name in type(self).model_fields}
+
+    def fingerprint(self) -> str:
+        """A short hash of this stage's values: an asset's code version, so output made with other
+        settings shows stale in the UI."""
+        text = json.dumps(self.values(), sort_keys=True, default=str)
+        return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 
 class ModelSettings(Settings):
@@ -64,6 +72,9 @@ class IngestSettings(Settings):
     """Decoding limits and parallelism at ingest, and the size of drawn sketches."""
 
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="larger images are rejected (decompression bombs)")
+    max_file_bytes: int = Field(
+        DEFAULT_MAX_FILE_BYTES, ge=1, description="larger files and zip members are rejected (too_large), not read"
+    )
     workers: int = Field(4, ge=1, description="decode threads")
     sketch_size: int = Field(128, ge=16, le=4096, description="side of drawn sketches, pixels")
 
