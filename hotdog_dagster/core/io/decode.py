@@ -20,10 +20,31 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 DEFAULT_MAX_PIXELS = 64_000_000
+#: Files (and zip members) larger than this are not read into memory at ingest.
+DEFAULT_MAX_FILE_BYTES = 1 << 30
+#: The longest side may be at most this many times the shorter one. CLIP-style preprocessing resizes
+#: the *shorter* side to the model's input size before cropping, so a 100000x1 strip (a 300-byte
+#: file) would become a 6,400,000x64 picture at 64 px (2.4 GB of memory) and 22,400,000x224 at
+#: 224 px: one tiny file could take down an embedding worker or the search server. Panoramas stay
+#: well under this.
+MAX_ASPECT_RATIO = 50.0
 
 
 #: Stable reason codes: counts per reason are grouped by these, never by parsing the message.
-REJECT_CODES = ("empty", "unsupported_format", "too_many_pixels", "no_pixels", "not_an_image", "corrupt", "unreadable")
+#: ``changed``: the file changed or was replaced while it was being read (taken again on a rerun);
+#: ``too_large``: more bytes than the ingest cap (a zip bomb's member, a stray disk image).
+REJECT_CODES = (
+    "empty",
+    "unsupported_format",
+    "too_many_pixels",
+    "no_pixels",
+    "extreme_aspect",
+    "not_an_image",
+    "corrupt",
+    "unreadable",
+    "changed",
+    "too_large",
+)
 
 
 class ImageRejected(Exception):
@@ -71,6 +92,12 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | 
                 )
             if w == 0 or h == 0:
                 raise ImageRejected(f"declared size {w}x{h} has no pixels", "no_pixels")
+            if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
+                raise ImageRejected(
+                    f"declared size {w}x{h} is more than {MAX_ASPECT_RATIO:g} times as long as it is wide "
+                    "(resizing its shorter side for the model would take gigabytes)",
+                    "extreme_aspect",
+                )
             img.seek(0)  # first frame of an animation
             if draft_size and fmt in ("JPEG", "MPO"):
                 scale = min(w, h) / draft_size
