@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from pydantic import ValidationError
 from hotdog_dagster.core.io.batches import (
     BatchSpec,
     check_sketch_overlap,
+    is_materialised,
     list_batches,
     plan_diffusion,
     plan_sketch,
@@ -170,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_source_args(run)
     run.add_argument("--json", action="store_true", help="print a machine-readable summary (counts per table, paths)")
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another `hotdog run` is using this HOTDOG_HOME, wait for it to finish (default: stop and say who)",
+    )
     run.add_argument(
         "--verbose",
         action="store_true",
@@ -389,7 +397,12 @@ def _specs(args: argparse.Namespace, store: Store, profile: Profile) -> list[Bat
     size = args.partition_size or 1000
     # --rerun keeps the folder's existing batches (same keys, same files) rather than re-slicing it
     # from chunk 0, which could overwrite the batches of another folder with the same name.
-    taken = folder_batches(store, args.path) if args.rerun else []
+    # Without it, batches planned earlier but never finished (a run killed or failed half way: the
+    # manifests are all written before the first batch runs) are taken again, or their files would
+    # never be ingested: "only new files" must not mean "only files no manifest lists".
+    taken = folder_batches(store, args.path)
+    if not args.rerun:
+        taken = [b for b in taken if not is_materialised(store, b.key)]
     specs = taken + plan_new_files(store, args.path, size, settle_seconds=0)
     if not specs:
         print(
@@ -423,8 +436,34 @@ def _load_diffusion_model(specs: list[BatchSpec]) -> None:
     load_pipeline(settings.model, settings.device, settings.precision, settings.compile)
 
 
+@contextlib.contextmanager
+def home_lock(store: Store, wait: bool = False) -> Iterator[None]:
+    """Hold ``$HOTDOG_HOME/locks/run.lock`` for a command that plans and writes the whole home.
+
+    Two ``hotdog run`` on one home would plan the same batches, write the same partitions and
+    rebuild the same index at once; the second one stops with the holder's pid instead (or waits,
+    with ``--wait``). The kernel drops the lock when its holder dies, killed or not. Temporary
+    files of writers that were killed are swept once the lock is held.
+    """
+    from hotdog_dagster.core.io.locks import Busy, file_lock, lock_path
+    from hotdog_dagster.core.io.store import sweep_temporaries
+
+    path = lock_path(store.root, "run")
+    try:
+        with file_lock(path, wait=None if wait else 0, what=f"HOTDOG_HOME {store.root}"):
+            sweep_temporaries(store.root)
+            yield
+    except Busy as exc:
+        raise CliError(f"{exc}; wait for it to finish, or pass --wait (hotdog run) to queue behind it") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     store, profile = _setup(args)
+    with home_lock(store, wait=args.wait):
+        return _run(args, store, profile)
+
+
+def _run(args: argparse.Namespace, store: Store, profile: Profile) -> int:
     specs = _specs(args, store, profile)
     _load_diffusion_model(specs)
     from hotdog_dagster.pipeline import run_pipeline  # loads Dagster and the asset graph only when needed
@@ -489,10 +528,11 @@ def _print_step(step) -> None:  # noqa: ANN001 - a pipeline.StepDone
 
 def cmd_plan(args: argparse.Namespace) -> int:
     store, profile = _setup(args)
-    specs = _specs(args, store, profile)
     from hotdog_dagster.pipeline import dagster_instance, register_batches
 
-    register_batches(store, dagster_instance(store), specs)
+    with home_lock(store):
+        specs = _specs(args, store, profile)
+        register_batches(store, dagster_instance(store), specs)
     for spec in specs:
         print(f"{spec.key}\t{spec.source}\t{spec.size_hint}")
     return 0

@@ -255,7 +255,7 @@ def run_pipeline(
         else:
             execute(defs, "refresh_catalog", instance, None, step_done)  # the walk's table becomes a view too
     if store.catalog_path.exists():
-        with catalog.connect(store) as con:
+        with catalog.reading(store) as con:
             views = [
                 r[0]
                 for r in con.execute(

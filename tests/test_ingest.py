@@ -141,13 +141,14 @@ def test_a_file_that_vanishes_after_planning_is_recorded_and_the_run_goes_on(tmp
     assert "good.jpg" in _rows(result.images)
 
 
-def test_a_directory_or_broken_link_named_like_an_image_is_not_listed_and_if_planned_is_rejected(tmp_path: Path):
+def test_a_directory_named_like_an_image_is_not_listed_a_broken_link_is_and_both_are_rejected(tmp_path: Path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "ok.png").write_bytes((Path(__file__).parent / "corpus.py").read_bytes())  # not an image
     (src / "folder.jpg").mkdir()
     (src / "dangling.png").symlink_to(src / "missing.png")
-    assert list_source_files(src) == ["ok.png"]
+    # a broken link is listed, so that ingest records it (files in = images + rejected)
+    assert list_source_files(src) == ["dangling.png", "ok.png"]
     # a manifest written by hand (or before the tree changed) may still name them
     spec = BatchSpec(
         key="folder-src-00000", source="folder", root=str(src), files=["ok.png", "folder.jpg", "dangling.png"]

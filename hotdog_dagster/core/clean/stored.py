@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hotdog_dagster.core.clean.pixels import THUMB, thumbs_from_column
-from hotdog_dagster.core.io.store import Store
+from hotdog_dagster.core.io.store import CorruptFile, Store, open_once
 from hotdog_dagster.core.io.vectors import column_matrix
 
 log = logging.getLogger(__name__)
@@ -126,9 +126,13 @@ def _read_some(store: Store, table: str, key: str, columns: list[str]) -> pa.Tab
     if not path.exists():
         return None
     try:
-        file = pq.ParquetFile(path)
-        names = set(file.schema_arrow.names)
-        return file.read(columns=[c for c in columns if c in names], use_threads=False)  # small files: faster
-    except (OSError, pa.ArrowInvalid) as exc:
-        log.warning("%s partition %r left out: it cannot be read (%s)", table, key, exc)
-        return None
+        with open_once(path) as source:  # one handle: a partition rewritten meanwhile is read whole, old or new
+            file = pq.ParquetFile(source)
+            names = set(file.schema_arrow.names)
+            return file.read(columns=[c for c in columns if c in names], use_threads=False)  # small files: faster
+    except FileNotFoundError:
+        return None  # removed since it was listed (a partition dropped meanwhile)
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        # Not left out with a warning any more: every image of a skipped partition silently fell
+        # out of duplicate_groups and so out of clean_images, search and the walk (rows lost).
+        raise CorruptFile(path, table, key, f"{type(exc).__name__}: {exc}") from None

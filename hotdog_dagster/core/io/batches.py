@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from hotdog_dagster.core.io.store import Store, atomic_path, check_partition_key
+from hotdog_dagster.core.io.store import CorruptFile, Store, atomic_path, check_partition_key
 from hotdog_dagster.core.settings import GenerateSettings, describe_errors
 
 log = logging.getLogger(__name__)
@@ -53,27 +54,115 @@ class BatchSpec:
         return len(self.files) if self.source == "folder" else self.count
 
 
+#: Schema metadata key of an ``images`` partition holding the manifest it was ingested from.
+MANIFEST_METADATA_KEY = b"hotdog_batch"
+
+
+def manifest_json(spec: BatchSpec) -> str:
+    return json.dumps(asdict(spec), indent=1)
+
+
 def save_batch(store: Store, spec: BatchSpec) -> Path:
     path = store.batches_dir / f"{spec.key}.json"
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(asdict(spec), indent=1))
+        tmp.write_text(manifest_json(spec))
     return path
 
 
+def _parse_manifest(path: Path, key: str) -> BatchSpec:
+    """The manifest at ``path``; an unreadable or malformed one is a ``CorruptFile`` naming it."""
+    try:
+        data = json.loads(path.read_bytes())
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, found {type(data).__name__}")
+        return BatchSpec(**data)
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise CorruptFile(
+            path,
+            None,
+            key,
+            f"{type(exc).__name__}: {exc}",
+            remedy=f"plan partition {key} again (`hotdog run` or `hotdog plan` with the same source options "
+            "rewrites it; a batch already ingested is restored from its images partition)",
+        ) from None
+
+
+def recover_batch(store: Store, key: str) -> BatchSpec | None:
+    """The manifest an ``images`` partition was ingested from (saved in its Parquet metadata), or None."""
+    path = store.table_path("images", key)
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        return BatchSpec(**json.loads(meta[MANIFEST_METADATA_KEY])) if MANIFEST_METADATA_KEY in meta else None
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
 def load_batch(store: Store, key: str) -> BatchSpec:
+    """The manifest of partition ``key``.
+
+    A corrupt manifest (a torn copy, a disk error, a hand edit) of a batch already ingested is
+    rewritten from the copy its ``images`` partition keeps, with a warning; one with nothing to
+    restore it from is a :class:`CorruptFile` that names the file and how to plan it again.
+    """
     path = store.batches_dir / f"{check_partition_key(key)}.json"
     if not path.exists():
         raise FileNotFoundError(
             f"no batch manifest for partition {key!r} at {path}; create it with `hotdog plan` "
             "(or let the folder sensor add it) before materialising that partition"
         )
-    return BatchSpec(**json.loads(path.read_text()))
+    try:
+        return _parse_manifest(path, key)
+    except CorruptFile as exc:
+        spec = recover_batch(store, key)
+        if spec is None or spec.key != key:
+            raise
+        log.warning("%s; restored it from %s", exc, store.table_path("images", key))
+        save_batch(store, spec)
+        return spec
+
+
+#: Every table a batch writes, one Parquet file per partition each, in the order its steps write them.
+BATCH_TABLES = (
+    "images",
+    "thumbnails",
+    "rejected",
+    "embeddings",
+    "embedding_failures",
+    "image_quality",
+    "duplicate_edges",
+    "label_scores",
+    "label_set",
+)
+
+
+def is_materialised(store: Store, key: str) -> bool:
+    """Whether every per-batch table has this partition: a batch killed or failed half way has not."""
+    return all(store.table_path(table, key).exists() for table in BATCH_TABLES)
 
 
 def list_batches(store: Store) -> list[BatchSpec]:
+    """Every planned batch, in key order.
+
+    A corrupt manifest is restored from its ``images`` partition when the batch was ingested
+    (:func:`load_batch`). One whose batch never produced a table is set aside as
+    ``<key>.json.corrupt`` with a warning: nothing was made from it, so its files are planned again
+    as new ones, while raising here would stop every future plan of the home.
+    """
     if not store.batches_dir.exists():
         return []
-    return [load_batch(store, p.stem) for p in sorted(store.batches_dir.glob("*.json"))]
+    out = []
+    for p in sorted(store.batches_dir.glob("*.json")):
+        try:
+            out.append(load_batch(store, p.stem))
+        except CorruptFile as exc:
+            if any(store.table_path(t, p.stem).exists() for t in BATCH_TABLES):
+                raise
+            aside = p.with_name(p.name + ".corrupt")
+            os.replace(p, aside)
+            log.warning("%s; nothing was ingested from it, so it was set aside as %s", exc, aside)
+        except FileNotFoundError:
+            continue  # removed since the listing (another planner replaced it)
+    return out
 
 
 def plan_sketch(seed: int, images: int, partition_size: int, size: int = 128) -> list[BatchSpec]:
@@ -121,6 +210,11 @@ def _walk_files(root: Path) -> list[str]:
     a ``stat`` per file, and hidden folders are never entered, which makes the sensor's tick about
     ten times cheaper on a large folder (100k files: 2.3 s with rglob). Symlinked folders are not
     followed (no cycles); symlinks to files count as files.
+
+    Everything else that is not a folder is listed too: a dangling or looping symlink, a FIFO or a
+    device named ``photo.jpg``. Ingest then records each in ``rejected`` with its reason (it never
+    reads a non-regular file), so files in = images + rejected holds for what the folder shows,
+    rather than such entries vanishing without a word.
     """
     out: list[str] = []
     stack = [""]
@@ -134,11 +228,19 @@ def _walk_files(root: Path) -> list[str]:
                     name = f"{rel}/{entry.name}" if rel else entry.name
                     if entry.is_dir(follow_symlinks=False):
                         stack.append(name)
-                    elif entry.is_file():
+                    elif not _links_to_dir(entry):  # a symlinked folder is not followed
                         out.append(name)
         except OSError as exc:
             log.warning("cannot list %s (%s); its files are left out until it can be read", root / rel, exc)
     return out
+
+
+def _links_to_dir(entry: os.DirEntry) -> bool:
+    """A symlink to a folder; a looping or dangling link is not one (and must not stop the listing)."""
+    try:
+        return entry.is_symlink() and entry.is_dir()
+    except OSError:
+        return False
 
 
 def sidecar_name(name: str) -> str:

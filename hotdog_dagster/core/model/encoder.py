@@ -27,6 +27,7 @@ BUNDLED_DIR = PACKAGE_DIR / "bundled"
 
 open_clip.add_model_config(MODEL_CONFIG_DIR)
 
+from hotdog_dagster.core.model.checkpoint import load_into, read_state_dict  # noqa: E402
 from hotdog_dagster.core.model.names import REAL_MODEL  # noqa: E402
 from hotdog_dagster.core.model.preprocess import from_compose  # noqa: E402
 
@@ -76,6 +77,32 @@ class ModelSpec:
             return str(path)
         return self.weights  # a pretrained tag; open_clip downloads it (or finds it in its cache)
 
+    def is_local_file(self) -> bool:
+        """Weights from a file on this machine (bundled or a path), as opposed to a tag or ``random``."""
+        if self.weights in ("random",):
+            return False
+        return (
+            self.weights == "bundled"
+            or "/" in self.weights
+            or self.weights.endswith((".safetensors", ".pt", ".pth", ".bin"))
+        )
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No pretrained weights loaded")
+
+
+@contextlib.contextmanager
+def _no_random_init_warning() -> Any:
+    """Silence open_clip's root-logger warning that a model built without weights is random."""
+    root, quiet = logging.getLogger(), _DropRandomInitWarning()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+
 
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
@@ -91,9 +118,18 @@ class ClipEncoder:
         self.device = resolve_device(device)
         ckpt = self.spec.checkpoint()
         log.info("loading %s on %s", self.spec, self.device)
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            self.spec.arch, pretrained=ckpt, device=self.device, weights_only=True
-        )
+        if ckpt is not None and self.spec.is_local_file():
+            # Local weights (the bundled file, a path) are read by checkpoint.py, safetensors or
+            # torch.load(weights_only=True) only, and refused with a clear error when they need more.
+            state = read_state_dict(ckpt)
+            with _no_random_init_warning():  # the weights come next: open_clip's "initialized randomly" is wrong here
+                model, _, preprocess = open_clip.create_model_and_transforms(self.spec.arch, pretrained=None)
+            load_into(model, state, ckpt)
+            model = model.to(self.device)
+        else:  # random weights, or a pretrained tag open_clip fetches (and reads with weights_only=True)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                self.spec.arch, pretrained=ckpt, device=self.device, weights_only=True
+            )
         self.model = model.eval()
         self.preprocess = preprocess
         self.input_size = _input_size(model)

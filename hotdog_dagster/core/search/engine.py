@@ -52,10 +52,13 @@ Flagged images (``keep`` false in ``image_quality``) are left out unless ``inclu
 
 from __future__ import annotations
 
+import http.client
 import math
 import re
 import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +88,7 @@ HYBRID_WINDOW = 1000
 RRF_K = 60
 URL_TIMEOUT_S = 10.0
 URL_MAX_BYTES = 20 * 1024 * 1024
+URL_MAX_REDIRECTS = 3
 _WEIGHT_SUFFIX = re.compile(r"^(?P<body>.*?):(?P<weight>[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?)$", re.S)
 
 
@@ -176,23 +180,104 @@ def parse_modifier(spec: str) -> Modifier:
     return Modifier(name.strip(), weight)
 
 
+class _LimitedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows at most ``URL_MAX_REDIRECTS`` redirects, and only to http(s) URLs.
+
+    urllib's own handler follows ten, and to ``ftp://`` too; a query URL must not become a way to
+    make the search server fetch other schemes or bounce around.
+    """
+
+    max_redirections = 0  # set per opener from URL_MAX_REDIRECTS
+
+    def http_error_302(self, req, fp, code, msg, headers):  # noqa: ANN001, ANN201 - urllib's signature
+        target = headers.get("location") or headers.get("uri")
+        if target:
+            newurl = urllib.parse.urljoin(req.full_url, target)
+            if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
+                raise QueryError(f"image URL {req.full_url} redirects to {newurl!r}: only http(s) URLs are fetched")
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    """An opener that speaks http and https only (no file:, ftp: or data: handlers at all)."""
+    redirects = _LimitedRedirects()
+    redirects.max_redirections = URL_MAX_REDIRECTS
+    redirects.max_repeats = 1
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler(),
+        urllib.request.HTTPHandler(),
+        urllib.request.HTTPSHandler(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        redirects,
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
+    return opener
+
+
+def fetch_image_url(url: str) -> bytes:
+    """The bytes of a query image at an http(s) URL, fetched defensively; a QueryError says what went wrong.
+
+    - only ``http`` and ``https``, also after redirects, and at most ``URL_MAX_REDIRECTS`` of them;
+    - ``URL_TIMEOUT_S`` for any one wait and for the fetch as a whole: a server that trickles a
+      byte every few seconds is cut off (once the read in progress returns) rather than holding a
+      request, or ``hotdog serve``, for ever;
+    - at most ``URL_MAX_BYTES``: a larger ``Content-Length`` is refused before reading, a body that
+      runs past it is refused when it does;
+    - the answer must say ``Content-Type: image/...``: an HTML page or a JSON error is not decoded.
+    """
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise QueryError(f"image URL {url}: only http(s) URLs are fetched")
+    deadline = time.monotonic() + URL_TIMEOUT_S
+    request = urllib.request.Request(url, headers={"Accept": "image/*", "User-Agent": "hotdog-search"})
+    try:
+        with _opener().open(request, timeout=URL_TIMEOUT_S) as resp:
+            kind = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if not kind.startswith("image/"):
+                raise QueryError(f"image URL {url} answered content type {kind or '(none)'!r}, not an image/* type")
+            declared = resp.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > URL_MAX_BYTES:
+                raise QueryError(f"image URL {url} is {int(declared):,} bytes, over the {_mb(URL_MAX_BYTES)} MB cap")
+            chunks, size = [], 0
+            while True:
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                chunk = resp.read1(64 * 1024) if hasattr(resp, "read1") else resp.read(64 * 1024)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > URL_MAX_BYTES:
+                    raise QueryError(f"image URL {url} is larger than the {_mb(URL_MAX_BYTES)} MB cap")
+            return b"".join(chunks)
+    except QueryError:
+        raise
+    except TimeoutError:
+        raise QueryError(f"image URL {url} timed out after {URL_TIMEOUT_S:g} s") from None
+    except urllib.error.HTTPError as exc:
+        if exc.code in (301, 302, 303, 307, 308):
+            raise QueryError(f"image URL {url} redirects more than {URL_MAX_REDIRECTS} times (or in a loop)") from None
+        raise QueryError(f"image URL {url} answered HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError):
+            raise QueryError(f"image URL {url} timed out after {URL_TIMEOUT_S:g} s") from None
+        raise QueryError(f"image URL {url} could not be fetched: {reason}") from None
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):g}"
+
+
 def load_image_bytes(source: str) -> bytes:
-    """Bytes of a query image from a path or an http(s) URL, with a timeout and a size cap."""
+    """Bytes of a query image from a path or an http(s) URL (:func:`fetch_image_url`)."""
     if re.match(r"^https?://", source, re.I):
-        try:
-            with urllib.request.urlopen(source, timeout=URL_TIMEOUT_S) as resp:  # noqa: S310 (scheme checked)
-                data = resp.read(URL_MAX_BYTES + 1)
-        except TimeoutError:
-            raise QueryError(f"image URL {source} timed out after {URL_TIMEOUT_S:.0f} s") from None
-        except urllib.error.HTTPError as exc:
-            raise QueryError(f"image URL {source} answered HTTP {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise QueryError(f"image URL {source} could not be fetched: {reason}") from None
-        if len(data) > URL_MAX_BYTES:
-            raise QueryError(f"image URL {source} is larger than the {URL_MAX_BYTES // (1024 * 1024)} MB cap")
-        return data
-    if re.match(r"^[a-z][a-z0-9+.-]*://", source, re.I):
+        return fetch_image_url(source)
+    if re.match(r"^[a-z][a-z0-9+.-]*:", source, re.I) and not re.match(r"^[a-z]:[\\/]", source, re.I):
         raise QueryError(f"image {source}: only local paths and http(s) URLs are supported")
     path = Path(source).expanduser()
     try:
@@ -256,7 +341,7 @@ class Searcher:
         Filters and hit rows are then an in-memory scan and a ``take``: milliseconds, where a
         per-query scan of the Parquet-backed views costs tens of milliseconds at 100k images.
         """
-        with catalog.connect(self.store) as cat:
+        with catalog.reading(self.store) as cat:
             items = cat.sql("SELECT * FROM search_items").to_arrow_table()
         pos = self.position.get_indexer(np.asarray(items.column("id").to_numpy(zero_copy_only=False), dtype=object))
         items = items.append_column("_pos", pa.array(pos, pa.int64())).filter(pa.array(pos >= 0))

@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import math
 import re
 from dataclasses import dataclass
 from dataclasses import field as _field
@@ -427,6 +428,20 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
+        self.depth = 0
+
+    def deeper(self, tok: _Token) -> None:
+        """One more level of parentheses, NOT or a prefix; too many is a FilterError, not a RecursionError.
+
+        The parser is recursive, so ``((((...`` or ``NOT NOT NOT ...`` a few hundred deep used to
+        exhaust Python's stack and escape as RecursionError (found by the reliability fuzzing).
+        """
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise FilterError(
+                f"the filter nests more than {MAX_DEPTH} levels deep (parentheses, NOT, + and -); simplify it",
+                tok.pos,
+            )
 
     def peek(self, mode: str = _EXPR) -> _Token:
         return _next_token(self.text, self.pos, mode)
@@ -503,19 +518,26 @@ class _Parser:
 
     def unary(self, field: _Token | None) -> Node:
         tok = self.peek(self.mode(field))
-        if tok.kind == "NOT":
+        if tok.kind in ("NOT", "PLUS"):
             self.take(tok)
-            return Not(self.unary(field))
-        if tok.kind == "PLUS":  # required is what a clause is anyway once it stands alone
-            self.take(tok)
-            return self.unary(field)
+            self.deeper(tok)
+            try:
+                child = self.unary(field)
+            finally:
+                self.depth -= 1
+            # PLUS: required is what a clause is anyway once it stands alone
+            return Not(child) if tok.kind == "NOT" else child
         return self.primary(field)
 
     def primary(self, field: _Token | None) -> Node:
         tok = self.peek(self.mode(field))
         if tok.kind == "(":
             self.take(tok)
-            node = self.or_expr(field)
+            self.deeper(tok)
+            try:
+                node = self.or_expr(field)
+            finally:
+                self.depth -= 1
             close = self.peek(self.mode(field))
             if close.kind != ")":
                 raise self.fail(f"')' to close the '(' at position {tok.pos}", close)
@@ -536,7 +558,11 @@ class _Parser:
         tok = self.peek(_VALUE)
         if tok.kind == "(":
             self.take(tok)
-            node = self.or_expr(name)
+            self.deeper(tok)
+            try:
+                node = self.or_expr(name)
+            finally:
+                self.depth -= 1
             close = self.peek(_GROUP)
             if close.kind != ")":
                 raise self.fail(f"')' to close the group of {name.text!r} opened at position {tok.pos}", close)
@@ -609,6 +635,10 @@ class _Parser:
         raise self.fail("a range end (a value or *)", tok)
 
 
+#: Deepest nesting of parentheses, NOT, ``+`` and ``-`` a filter may have (a person writes a handful).
+MAX_DEPTH = 64
+
+
 def parse(text: str) -> Node:
     """Parse a filter into its syntax tree; raises :class:`FilterError` (empty text included).
 
@@ -616,6 +646,14 @@ def parse(text: str) -> Node:
     is a mistake worth reporting rather than "match everything".
     """
     try:
+        if not isinstance(text, str):
+            raise FilterError(f"a filter is text, got {type(text).__name__}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate: no database can bind it as text
+            raise FilterError(
+                "the filter holds a character that is not valid Unicode (a lone surrogate)", exc.start
+            ) from None
         return _Parser(text).parse()
     except FilterError as err:
         err.text = text
@@ -736,7 +774,11 @@ def _coerce(column: _Column, value: str, pos: int | None) -> object:
         number = float(value)  # inf for huge literals: compares as "beyond every value", never an error
         if kind == "int":
             # Integers bind as integers; outside BIGINT they stay floats, which DuckDB cannot overflow on.
-            whole = int(value) if _INTEGER.fullmatch(value) else int(number) if number.is_integer() else None
+            # int() of more than 4300 digits raises ValueError (Python's guard against quadratic
+            # parsing), and anything past 19 digits is outside BIGINT anyway: those stay floats.
+            digits = len(value.lstrip("+-"))
+            exact = _INTEGER.fullmatch(value) and digits <= 19
+            whole = int(value) if exact else int(number) if number.is_integer() and math.isfinite(number) else None
             if whole is not None and -(2**63) <= whole < 2**63:
                 return whole
         return number

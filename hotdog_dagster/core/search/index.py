@@ -9,10 +9,12 @@ little recall for sub-linear search. The id map is a Parquet file beside the ind
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +24,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hotdog_dagster.core.io.store import Store, replace_dir
+from hotdog_dagster.core.io.faults import fault_point
+from hotdog_dagster.core.io.locks import file_lock, lock_path
+from hotdog_dagster.core.io.store import CorruptFile, Store, open_once, replace_dir
 from hotdog_dagster.core.io.vectors import column_matrix
+
+log = logging.getLogger(__name__)
+#: The asset that writes ``index/`` (what an unreadable index file tells the user to re-materialise).
+ASSET = "image_index"
 
 FLAT_MAX = 2_000_000
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
@@ -99,12 +107,25 @@ def update_from_store(store: Store, kind: str = "auto", rebuild: bool = False) -
     compacts in place; IVF and HNSW are rebuilt, since their ids cannot be compacted). ``rebuild``
     forces a build from scratch. The new index is swapped in atomically, so readers see the old
     one or the new one, never a mix.
+
+    Holds the ``index`` lock (two whole-set runs at once would each grow their own copy, and the
+    last swap would drop what the other added). An index that cannot be read (a corrupt or missing
+    file under ``index/``) is rebuilt from the embeddings, which is what re-materialising it means.
     """
+    with file_lock(lock_path(store.root, "index"), what=f"the index of {store.root}"):
+        return _update(store, kind, rebuild)
+
+
+def _update(store: Store, kind: str, rebuild: bool) -> IndexInfo:
     current = _signatures(store)
     if not current:
         raise FileNotFoundError("no embeddings to index yet; materialise image_embeddings for at least one partition")
     t0 = time.perf_counter()
-    old_meta = read_meta(store)
+    try:
+        old_meta = read_meta(store)
+    except CorruptFile as exc:
+        log.warning("%s; rebuilding the index from the embeddings", exc)
+        old_meta = None
     indexed = old_meta.get("partition_signatures", {}) if old_meta else {}
     stale = sorted(p for p in indexed if current.get(p) != indexed[p])
     new = sorted(p for p in current if current[p] != indexed.get(p))
@@ -118,9 +139,13 @@ def update_from_store(store: Store, kind: str = "auto", rebuild: bool = False) -
         index, desc = build(vectors, kind=kind)
         added, removed = ids.num_rows, int(old_meta["vectors"]) if old_meta else 0
     else:
-        loaded = load(store)
+        try:
+            loaded = load(store)
+        except (CorruptFile, FileNotFoundError) as exc:
+            log.warning("%s; rebuilding the index from the embeddings", exc)
+            return _update(store, kind, rebuild=True)
         index, desc = loaded.index, loaded.info.kind
-        ids = id_table(store)
+        ids = loaded.id_table
         removed = 0
         if stale:
             drop = np.flatnonzero(
@@ -138,12 +163,33 @@ def update_from_store(store: Store, kind: str = "auto", rebuild: bool = False) -
             ids = pa.concat_tables([ids, new_ids])
         added = new_ids.num_rows
     seconds = time.perf_counter() - t0
-    staging = store.index_dir.with_name(".index.staging")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
+    staging = store.staging_dir(store.index_dir)
+    try:
+        return _write(store, staging, index, ids, desc, kind, current, seconds, added, removed, full, total)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a full disk must not also keep a half-written copy
+        raise
+
+
+def _write(
+    store: Store,
+    staging: Path,
+    index: faiss.Index,
+    ids: pa.Table,
+    desc: str,
+    kind: str,
+    current: dict[str, list[int]],
+    seconds: float,
+    added: int,
+    removed: int,
+    full: bool,
+    total: int,
+) -> IndexInfo:
+    """Write the index, its id map and its meta into ``staging`` and swap it in for ``index/``."""
+    build_id = uuid.uuid4().hex
     faiss.write_index(index, str(staging / "images.faiss"))
-    pq.write_table(ids, staging / "ids.parquet")
+    fault_point("index", f"staging {staging / 'images.faiss'}")
+    pq.write_table(ids.replace_schema_metadata({"build_id": build_id}), staging / "ids.parquet")
     info = IndexInfo(
         vectors=int(index.ntotal),
         dim=int(index.d),
@@ -160,11 +206,22 @@ def update_from_store(store: Store, kind: str = "auto", rebuild: bool = False) -
         "removed": removed,
         "full_rebuild": bool(full),
         "bytes_indexed": total,
+        "build_id": build_id,
     }
     (staging / "meta.json").write_text(json.dumps(meta, indent=1))
     _carry_over(store.index_dir, staging)
+    for name in ("images.faiss", "ids.parquet", "meta.json"):
+        _fsync(staging / name)
     replace_dir(staging, store.index_dir)
     return info
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 #: The files this module writes under ``index/``; anything else there (the keyword index) is kept.
@@ -206,7 +263,15 @@ def read_meta(store: Store) -> dict | None:
     path = store.index_dir / "meta.json"
     if not (path.exists() and (store.index_dir / "images.faiss").exists()):
         return None
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_bytes())
+        if not isinstance(meta, dict) or "vectors" not in meta:
+            raise ValueError("not an index description")
+        return meta
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            return None
+        raise CorruptFile(path, ASSET, None, f"{type(exc).__name__}: {exc}") from None
 
 
 @dataclass
@@ -214,6 +279,7 @@ class LoadedIndex:
     index: faiss.Index
     ids: np.ndarray  # object array of image ids, FAISS position -> id
     info: IndexInfo
+    id_table: pa.Table | None = None  # ids.parquet as read (id, partition), for the incremental update
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Batched k-NN: scores and positions, ``(Q, k)`` each (position -1 where fewer than k exist)."""
@@ -221,15 +287,66 @@ class LoadedIndex:
         return self.index.search(q, min(k, self.index.ntotal))
 
 
-def load(store: Store) -> LoadedIndex:
+def load(store: Store, attempts: int = 5) -> LoadedIndex:
+    """The index, its id map and its meta, all three from one build.
+
+    They are three files in one directory that a writer swaps whole; a reader reading them one by
+    one while a swap happens could pair one build's vectors with another build's ids, which would
+    silently answer every query with the wrong images. Each build stamps ``meta.json`` and
+    ``ids.parquet`` with one ``build_id``: the meta is read before and after the other two, and the
+    read is repeated when anything moved. A file that cannot be read is a :class:`CorruptFile`
+    naming it and ``image_index``.
+    """
     path: Path = store.index_dir / "images.faiss"
-    if not path.exists():
-        raise FileNotFoundError(f"no index at {path}; materialise image_index first (or run `hotdog run`)")
-    index = faiss.read_index(str(path))
-    ids = pq.read_table(store.index_dir / "ids.parquet", columns=["id"]).column("id").to_numpy(zero_copy_only=False)
-    meta = json.loads((store.index_dir / "meta.json").read_text())
-    info = IndexInfo(**{k: meta[k] for k in IndexInfo.__dataclass_fields__})
-    return LoadedIndex(index=index, ids=ids, info=info)
+    for attempt in range(attempts):
+        if not path.exists():
+            if attempt < attempts - 1 and store.index_dir.with_name(f".{store.index_dir.name}.old").exists():
+                time.sleep(0.05 * (attempt + 1))  # a fallback (non-Linux) swap in progress
+                continue
+            raise FileNotFoundError(f"no index at {path}; materialise image_index first (or run `hotdog run`)")
+        try:
+            before = read_meta(store)
+            index = _read_faiss(path)
+            id_path = store.index_dir / "ids.parquet"
+            try:
+                with open_once(id_path) as source:
+                    table = pq.read_table(source)
+            except (OSError, pa.ArrowException) as exc:
+                if isinstance(exc, FileNotFoundError):
+                    raise
+                raise CorruptFile(id_path, ASSET, None, f"{type(exc).__name__}: {exc}") from None
+            after = read_meta(store)
+        except FileNotFoundError:
+            if attempt < attempts - 1:
+                continue
+            raise
+        if before is None or after is None or before.get("build_id") != after.get("build_id"):
+            continue  # swapped while reading
+        stamp = (table.schema.metadata or {}).get(b"build_id", b"").decode()
+        if stamp != (before.get("build_id") or ""):
+            continue
+        if table.num_rows != index.ntotal or int(before["vectors"]) != index.ntotal:
+            raise CorruptFile(
+                store.index_dir,
+                ASSET,
+                None,
+                f"images.faiss holds {index.ntotal} vectors but ids.parquet {table.num_rows} ids "
+                f"and meta.json {before['vectors']}",
+            )
+        info = IndexInfo(**{k: before[k] for k in IndexInfo.__dataclass_fields__})
+        ids = table.column("id").to_numpy(zero_copy_only=False)
+        return LoadedIndex(index=index, ids=ids, info=info, id_table=table.replace_schema_metadata(None))
+    raise RuntimeError(f"the index under {store.index_dir} kept changing while being read; try again")
+
+
+def _read_faiss(path: Path) -> faiss.Index:
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as exc:  # FAISS reports a truncated or foreign file as a RuntimeError
+        if not path.exists():
+            raise FileNotFoundError(str(path)) from None
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "not a FAISS index"
+        raise CorruptFile(path, ASSET, None, f"FAISS cannot read it: {detail}") from None
 
 
 def id_table(store: Store) -> pa.Table:

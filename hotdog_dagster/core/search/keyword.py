@@ -23,9 +23,11 @@ when no ``images`` partition changed.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import unicodedata
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,10 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from hotdog_dagster.core.io.store import Store, atomic_path
+from hotdog_dagster.core.io.locks import file_lock, lock_path
+from hotdog_dagster.core.io.store import CorruptFile, Store, atomic_path
+
+log = logging.getLogger(__name__)
 
 #: The columns of ``images`` whose words are indexed (those present in the table).
 TEXT_COLUMNS = ("caption", "prompt")
@@ -194,13 +199,24 @@ def path_of(store: Store) -> Path:
     return store.index_dir / FILE_NAME
 
 
+#: What a damaged ``keyword.npz`` raises while being read (a torn zip, a missing member, bad JSON, bad shapes).
+_DAMAGED = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError)
+
+
 def read_meta(store: Store) -> dict | None:
-    """The stored index's meta (counts, parameters, the partitions it was built from), or None."""
+    """The stored index's meta (counts, parameters, the partitions it was built from), or None.
+
+    None too for a file that cannot be read, so the next update rebuilds it instead of failing.
+    """
     path = path_of(store)
     if not path.exists():
         return None
-    with np.load(path, allow_pickle=False) as z:
-        return json.loads(z["meta"].tobytes())
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(z["meta"].tobytes())
+    except _DAMAGED as exc:
+        log.warning("%s is unreadable (%s); keyword_index rebuilds it", path, exc)
+        return None
 
 
 def load(store: Store) -> KeywordIndex:
@@ -209,12 +225,15 @@ def load(store: Store) -> KeywordIndex:
         raise FileNotFoundError(
             f"no keyword index at {path}; materialise keyword_index (`hotdog run` builds it) for keyword or hybrid search"
         )
-    with np.load(path, allow_pickle=False) as z:
-        shape = tuple(int(x) for x in z["shape"])
-        weights = sp.csc_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
-        vocab = _unpack(z["vocab_blob"], z["vocab_ends"])
-        ids = np.asarray(_unpack(z["id_blob"], z["id_ends"]), dtype=object)
-        meta = json.loads(z["meta"].tobytes())
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            shape = tuple(int(x) for x in z["shape"])
+            weights = sp.csc_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
+            vocab = _unpack(z["vocab_blob"], z["vocab_ends"])
+            ids = np.asarray(_unpack(z["id_blob"], z["id_ends"]), dtype=object)
+            meta = json.loads(z["meta"].tobytes())
+    except _DAMAGED as exc:
+        raise CorruptFile(path, "keyword_index", None, f"{type(exc).__name__}: {exc}") from None
     return KeywordIndex(ids=ids, vocabulary={t: i for i, t in enumerate(vocab)}, weights=weights, meta=meta)
 
 
@@ -242,6 +261,9 @@ def update_from_store(store: Store, k1: float = K1, b: float = B, rebuild: bool 
     table = table.select(["id", *[c for c in TEXT_COLUMNS if c in present]])
     index = build(table.column("id").to_pylist(), document_texts(table), k1=k1, b=b)
     index.meta["partition_signatures"] = signatures
-    save(index, path_of(store))
+    # The index lock: image_index swaps index/ whole, carrying this file over; a save between its
+    # carry-over and its swap would be lost.
+    with file_lock(lock_path(store.root, "index"), what=f"the index of {store.root}"):
+        save(index, path_of(store))
     m = index.meta
     return KeywordInfo(m["documents"], m["with_text"], m["terms"], time.perf_counter() - t0, rebuilt=True)

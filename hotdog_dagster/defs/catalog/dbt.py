@@ -7,6 +7,9 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
+from hotdog_dagster.core.io.catalog import catalog_lock
+from hotdog_dagster.core.io.faults import fault_point
+from hotdog_dagster.core.io.locks import file_lock
 from hotdog_dagster.dbt_project import dbt_executable, dbt_project
 from hotdog_dagster.resources import StoreResource
 
@@ -49,10 +52,21 @@ class DbtLabelConfig(dg.Config):
 def dbt_models(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource, config: DbtLabelConfig
 ) -> Iterator[Any]:
-    """``dbt build`` against this run's data root (passed as a var: no environment is changed)."""
-    dbt_vars = {"hotdog_home": str(store.store().root), **config.dbt_vars()}
+    """``dbt build`` against this run's data root (passed as a var: no environment is changed).
+
+    dbt writes ``catalog.duckdb``, which takes one writing process at a time and refuses readers
+    meanwhile, so the build holds the catalog lock exclusively: a refresh or a search in another
+    run waits for it instead of failing on DuckDB's lock (the ``duckdb`` pool only orders steps
+    that Dagster schedules, not two runs, ``hotdog search`` or a second ``hotdog run``).
+    """
+    s = store.store()
+    dbt_vars = {"hotdog_home": str(s.root), **config.dbt_vars()}
     args = ["--no-use-colors", "build", "--vars", json.dumps(dbt_vars)]
-    yield from dbt.cli(args, context=context).stream()
+    with file_lock(catalog_lock(s), what=f"the catalog {s.catalog_path}"):
+        fault_point("dbt", "build")
+        for event in dbt.cli(args, context=context).stream():
+            fault_point("dbt", f"event {type(event).__name__}")
+            yield event
 
 
 def dbt_resource() -> DbtCliResource:

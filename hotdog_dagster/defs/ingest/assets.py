@@ -67,6 +67,7 @@ def _raw_images(context: dg.AssetExecutionContext, store: StoreResource, ingest:
             store.store(),
             spec,
             max_pixels=ingest.max_pixels,
+            max_file_bytes=ingest.max_file_bytes,
             workers=ingest.workers,
             progress=lambda done, total, spec=spec: context.log.info(f"ingested {done}/{total} files of {spec.key}"),
         )
