@@ -340,6 +340,16 @@ def test_catalog_includes_unpartitioned_tables(tmp_path: Path):
 # -- atomic writes --------------------------------------------------------------------------------
 
 
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path: Path):
+    """Workers on shared storage may run as another user: a data file must be as readable as any other."""
+    import os
+
+    path = Store(tmp_path).write_table("t", pa.table({"x": [1]}), "p1")
+    old = os.umask(0)
+    os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~old
+
+
 def test_write_table_is_atomic(tmp_path: Path):
     store = Store(tmp_path)
     good = pa.table({"x": [1, 2, 3]})

@@ -30,6 +30,9 @@ import pyarrow.parquet as pq
 from hotdog_dagster.core.io.faults import fault_point, stage_of
 
 DEFAULT_HOME = ".hotdog"
+#: The process's umask, read once at import (reading it means setting it, which is not thread-safe later).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -216,6 +219,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{_writer_tag()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp makes 0600; workers of a deployment may read the shared data root under another user
+    os.chmod(tmp, 0o666 & ~_UMASK)
     stage = stage_of(path)
     try:
         yield tmp
