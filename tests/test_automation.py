@@ -267,3 +267,19 @@ def test_changed_clean_settings_make_the_per_batch_cleaning_tables_stale() -> No
         assert old.get(dg.AssetKey(name)).code_version != new.get(dg.AssetKey(name)).code_version
     for name in ("label_scores", "images", "embeddings"):  # other stages keep theirs
         assert old.get(dg.AssetKey(name)).code_version == new.get(dg.AssetKey(name)).code_version
+
+
+def test_whole_set_waits_until_every_per_batch_table_has_been_written() -> None:
+    """One partition's first step alone (raw_images from the UI) must not start a rebuild that reads
+    tables no batch has written yet (dbt failed on the missing image_quality and label_set)."""
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(batches.name, ["a"])
+        requested, cursor = _requested(instance)
+        result = dg.materialize([part, part2], selection=[part], partition_key="a", instance=instance)
+        assert result.success
+        requested, cursor = _requested(instance, cursor)
+        assert requested == {"whole": 0, "after_whole": 0}  # part2 has no partition yet
+
+        assert dg.materialize([part, part2], selection=[part2], partition_key="a", instance=instance).success
+        requested, cursor = _requested(instance, cursor)
+        assert requested == {"whole": 1, "after_whole": 1}
