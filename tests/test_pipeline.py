@@ -171,6 +171,10 @@ def test_checks_metadata_and_label_rescoring(store: Store, plumbing_profile: Pro
             [dg.AssetCheckKey(dg.AssetKey(asset), check)]
         )[dg.AssetCheckKey(dg.AssetKey(asset), check)]
         assert record.event.dagster_event.event_specific_data.passed, check
+    quality = instance.get_latest_materialization_event(dg.AssetKey("image_quality")).asset_materialization.metadata
+    assert quality["images"].value == 40 and "blank_by_reason" in quality
+    if quality["blank"].value:  # the batch's own sheet, before the whole set is grouped
+        assert "data:image/png;base64," in quality["blanks_contact_sheet"].value
     meta = instance.get_latest_materialization_event(dg.AssetKey("duplicate_groups")).asset_materialization.metadata
     assert meta["images"].value == 40 and "blank_by_reason" in meta
     if meta["blank"].value:

@@ -681,3 +681,29 @@ def test_batch_by_batch_in_any_order_equals_the_full_rebuild(planted_store: Plan
     # re-materialising a batch that is already there changes nothing
     clean_in_order(source, target, [keys[0]], settings)
     same_groups(clean.resolve_groups(target, settings), full.groups)
+
+
+def test_batch_contact_sheets_show_its_blanks_and_its_pairs_across_batches(tmp_path: Path) -> None:
+    """image_quality's own metadata: the batch's blank frames, and each edge's two images side by side,
+    the earlier one found in another batch's partition."""
+    from hotdog_dagster.core.io.media import contact_sheet_file
+
+    store = Store(tmp_path / "home")
+    paths = {}
+    for i, name in enumerate(["old", "new-copy", "new-black", "new-other"]):
+        paths[name] = tmp_path / f"{name}.png"
+        Image.new("RGB", (16, 16), (0, 0, 0) if "black" in name else (40 * i, 90, 200)).save(paths[name])
+    store.write_table("images", pa.table({"id": ["old"], "path": [str(paths["old"])]}), "b1")
+    new = ["new-copy", "new-black", "new-other"]
+    store.write_table("images", pa.table({"id": new, "path": [str(paths[n]) for n in new]}), "b2")
+    flags = pa.table({"id": new, "is_blank": [False, True, False]})
+    edges = pa.table({"a": ["new-copy"], "b": ["old"]})
+
+    samples = clean.batch_sample_paths(store, flags, edges)
+    assert samples == {"blanks": [str(paths["new-black"])], "pairs": [str(paths["new-copy"]), str(paths["old"])]}
+    markdown = contact_sheet_file(samples["pairs"], store.media_dir / "pairs.png")
+    assert "data:image/png;base64," in markdown
+    assert Image.open(store.media_dir / "pairs.png").size[0] > 0
+
+    none = clean.batch_sample_paths(store, pa.table({"id": ["x"], "is_blank": [False]}), edges.slice(0, 0))
+    assert none == {"blanks": [], "pairs": []}

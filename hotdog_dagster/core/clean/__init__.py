@@ -9,7 +9,7 @@ from hotdog_dagster.core.clean.blank import BLANK_CODES, QUALITY_SCHEMA, blank_t
 from hotdog_dagster.core.clean.edges import EDGES_SCHEMA, EdgeResult, batch_edges
 from hotdog_dagster.core.clean.groups import DUP_CODES, GROUPS_SCHEMA, resolve_groups
 from hotdog_dagster.core.clean.rebuild import Assessment, assess
-from hotdog_dagster.core.clean.report import sample_paths, summarize
+from hotdog_dagster.core.clean.report import batch_sample_paths, sample_paths, summarize
 
 __all__ = [
     "BLANK_CODES",
@@ -23,6 +23,7 @@ __all__ = [
     "batch_edges",
     "blank_table",
     "resolve_groups",
+    "batch_sample_paths",
     "sample_paths",
     "summarize",
 ]

@@ -58,3 +58,26 @@ def sample_paths(
         "duplicates": [paths[i] for i in dup_ids if i in paths],
         "blanks": [paths[i] for i in blank_ids if i in paths],
     }
+
+
+def batch_sample_paths(
+    store: Store, flags: pa.Table, edges: pa.Table, pairs: int = 8, blanks: int = 8
+) -> dict[str, list[str]]:
+    """Contact-sheet paths for one batch's cleaning: its first blank frames and its first edges as
+    pairs side by side (the earlier image of a pair may sit in another batch).
+
+    Lets a person judge a batch's flags from its own materialisation, before the whole set is grouped.
+    """
+    ids, is_blank = flags.column("id").to_pylist(), flags.column("is_blank").to_pylist()
+    blank_ids = sorted(i for i, b in zip(ids, is_blank, strict=True) if b)
+    pair_rows = edges.select(["a", "b"]).sort_by([("a", "ascending"), ("b", "ascending")]).slice(0, pairs).to_pylist()
+    wanted = set(blank_ids[:blanks]) | {r[k] for r in pair_rows for k in ("a", "b")}
+    if not wanted:
+        return {"blanks": [], "pairs": []}
+    images = stored.read_columns(store, "images", ["id", "path"])
+    paths = {} if images is None else dict(zip(*(images.column(c).to_pylist() for c in ("id", "path")), strict=True))
+    paths = {k: v for k, v in paths.items() if k in wanted}
+    return {
+        "blanks": [paths[i] for i in blank_ids[:blanks] if i in paths],
+        "pairs": [paths[r[k]] for r in pair_rows if r["a"] in paths and r["b"] in paths for k in ("a", "b")],
+    }

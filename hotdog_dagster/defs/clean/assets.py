@@ -1,6 +1,7 @@
 """``image_quality`` + ``duplicate_edges`` per batch, ``duplicate_groups`` over the whole set."""
 
 import dagster as dg
+import pyarrow as pa
 
 from hotdog_dagster.core import clean
 from hotdog_dagster.core.io.media import contact_sheet_file
@@ -33,6 +34,7 @@ def image_quality(context: dg.AssetExecutionContext, store: StoreResource, clean
     """A batch costs its own size: its rows are flagged and searched against everything stored so far."""
     s, settings = store.store(), clean_settings.settings()
     images_n, blank, codes, edge_rows, stats = 0, 0, [], 0, {}
+    all_flags, all_edges = [], []
     for key in context.partition_keys:  # one key, or a backfill's range in one run, in order
         images = s.read_table("images", key)
         if images is None:
@@ -41,15 +43,24 @@ def image_quality(context: dg.AssetExecutionContext, store: StoreResource, clean
         s.write_table("image_quality", flags, key)
         edges = clean.batch_edges(s, key, settings)
         s.write_table("duplicate_edges", edges.table, key)
+        all_flags.append(flags.select(["id", "is_blank"]))
+        all_edges.append(edges.table)
         images_n, blank = images_n + flags.num_rows, blank + int(sum(flags.column("is_blank").to_pylist()))
         codes += flags.column("blank_code").to_pylist()
         edge_rows += edges.table.num_rows
         for name, value in edges.stats.items():  # numbers add up over partitions; anything else: the last one
             summable = isinstance(value, int | float) and isinstance(stats.get(name, 0), int | float)
             stats[name] = stats.get(name, 0) + value if summable else value
+    sheets = {}
+    samples = clean.batch_sample_paths(s, pa.concat_tables(all_flags), pa.concat_tables(all_edges))
+    last = context.partition_keys[-1]
+    for name, paths in samples.items():
+        if paths:
+            out = s.media_dir / f"quality_{last}_{name}.png"
+            sheets[f"{name}_contact_sheet"] = dg.MetadataValue.md(contact_sheet_file(paths, out))
     yield dg.MaterializeResult(
         asset_key="image_quality",
-        metadata={"images": images_n, "blank": blank, "blank_by_reason": counts(codes)},
+        metadata={"images": images_n, "blank": blank, "blank_by_reason": counts(codes), **sheets},
     )
     yield dg.MaterializeResult(asset_key="duplicate_edges", metadata={"edges": edge_rows, **stats})
 
