@@ -352,6 +352,24 @@ def images_loaded(page, scope: str) -> list[list]:
     )
 
 
+def show_sheets(page, steps, asset: str, sheets: list[str]) -> None:  # noqa: ANN001 - Playwright page, Steps
+    """Open each contact sheet's Markdown in the UI; every image in it must load with a non-zero width."""
+    for key in sheets:
+        metadata_row(page, key).get_by_text("[Show Markdown]").click()
+        shown = page.get_by_role("dialog").filter(has_text=key)
+        shown.locator("img").first.wait_for()
+        page.wait_for_function(
+            "() => { const imgs = [...document.querySelectorAll('[role=dialog] img')];"
+            " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }"
+        )
+        loaded = images_loaded(page, "[role=dialog]")
+        assert loaded and all(ok and width > 0 for _, ok, width in loaded), loaded
+        page.wait_for_timeout(600)  # the dialog fades in: let the screenshot show it, not the fade
+        steps.shot(f"{len(steps.times) + 1:02d}-{asset}-{key}.png")
+        shown.get_by_role("button", name="Close").click()
+        shown.wait_for(state="hidden")
+
+
 # -- the test --------------------------------------------------------------------------------------
 
 
@@ -559,6 +577,9 @@ def _ui_path(page, steps: Steps, base: str, instance, partitions, first, tmp_pat
         for reason, n in by_reason.items():
             row.get_by_text(re.compile(rf'"{reason}":\s*{n}\b')).wait_for()
         metadata_row(page, "blank").get_by_text(str(latest.metadata["blank"].value), exact=True).wait_for()
+        sheets = sorted(k for k in latest.metadata if k.endswith("_contact_sheet"))
+        assert "blanks_contact_sheet" in sheets, sheets  # the batch's own blank frames
+        show_sheets(page, steps, "image_quality", sheets)
 
     with steps.step("duplicate_groups-sheets"):
         latest = open_latest_materialization(page, base, "duplicate_groups", instance)
@@ -569,20 +590,7 @@ def _ui_path(page, steps: Steps, base: str, instance, partitions, first, tmp_pat
         for key in ("blank_by_reason", "duplicates_by_reason"):
             for reason, n in latest.metadata[key].data.items():
                 metadata_row(page, key).get_by_text(re.compile(rf'"{reason}":\s*{n}\b')).wait_for()
-        for key in sheets:
-            metadata_row(page, key).get_by_text("[Show Markdown]").click()
-            shown = page.get_by_role("dialog").filter(has_text=key)
-            shown.locator("img").first.wait_for()
-            page.wait_for_function(
-                "() => { const imgs = [...document.querySelectorAll('[role=dialog] img')];"
-                " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }"
-            )
-            loaded = images_loaded(page, "[role=dialog]")
-            assert loaded and all(ok and width > 0 for _, ok, width in loaded), loaded
-            page.wait_for_timeout(600)  # the dialog fades in: let the screenshot show it, not the fade
-            steps.shot(f"{len(steps.times) + 1:02d}-duplicate_groups-{key}.png")
-            shown.get_by_role("button", name="Close").click()
-            shown.wait_for(state="hidden")
+        show_sheets(page, steps, "duplicate_groups", sheets)
         steps.notes["duplicate_groups-sheets"] = f"{len(sheets)} contact sheets rendered"
 
     with steps.step("asset-checks"):
