@@ -7,7 +7,9 @@ shows them, and a failed batch does not stop the others.
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -20,8 +22,10 @@ import dagster as dg
 
 from hotdog_dagster.core.io import catalog
 from hotdog_dagster.core.io.batches import BatchSpec, save_batch
-from hotdog_dagster.core.io.store import Store
+from hotdog_dagster.core.io.store import Store, atomic_path
 from hotdog_dagster.core.settings import Profile, WalkSettings
+
+log = logging.getLogger(__name__)
 
 #: Dagster's console logger at INFO: the assets' progress lines, without the per-event DEBUG chatter.
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -49,7 +53,10 @@ def dagster_instance(store: Store) -> dg.DagsterInstance:
     home = Path(os.environ.get("DAGSTER_HOME") or store.root / "dagster").resolve()
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text(DAGSTER_YAML)
+        # atomically: a run killed while writing it, or a second process starting at that moment,
+        # must never find half a file (every later run would fail to load the instance)
+        with atomic_path(home / "dagster.yaml") as tmp:
+            tmp.write_text(DAGSTER_YAML)
     if str(home) not in _INSTANCES:
         _INSTANCES[str(home)] = dg.DagsterInstance.from_config(str(home))
     return _INSTANCES[str(home)]
@@ -81,11 +88,14 @@ def run_walk(
     from hotdog_dagster.definitions import build_definitions
 
     instance = dagster_instance(store)
+    recover_abandoned_runs(instance)
     register_walk(store, instance, settings)
     defs = build_definitions(profile, home=str(store.root))
-    ok, run_id = execute(defs, "walk", instance, settings.name, on_step)
+    ok, run_id = execute(defs, "walk", instance, settings.name, on_step, home=str(store.root))
     if ok:
-        execute(defs, "refresh_catalog", instance, None, on_step)  # the walk's table becomes a view too
+        execute(
+            defs, "refresh_catalog", instance, None, on_step, home=str(store.root)
+        )  # the walk's table becomes a view too
     return ok, "" if ok else failure_message(instance, run_id)
 
 
@@ -170,12 +180,52 @@ def _watch(instance: dg.DagsterInstance, run_id: str, job: str, partition: str |
             time.sleep(0.2)
 
 
+#: Runs this process starts say which process and home they belong to, so the next `hotdog run` can
+#: tell a run whose process was killed from one that is still going (:func:`recover_abandoned_runs`).
+PID_TAG, HOST_TAG, HOME_TAG = "hotdog/pid", "hotdog/host", "hotdog/home"
+_UNFINISHED = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark runs whose ``hotdog`` process died (kill -9, OOM, a reboot) as failed and free their pool slots.
+
+    An in-process run that is killed never reports its end: it stays STARTED in the UI, and the
+    slot it held in a pool (``gpu``, ``duckdb``: one step at a time) stays claimed, so the next run
+    that needs that pool waited for ever (found by the reliability suite: a kill during embedding
+    hung every later run). Only runs started by ``hotdog`` on this host whose process no longer
+    exists are touched; runs of the UI or of a live process are left alone. Returns their ids.
+    """
+    host, recovered = socket.gethostname(), []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=_UNFINISHED, tags={"hotdog/cli": "run"})):
+        pid = int(run.tags.get(PID_TAG) or 0)
+        if run.tags.get(HOST_TAG) != host or not pid or pid == os.getpid() or _alive(pid):
+            continue
+        message = f"abandoned: the hotdog process (pid {pid}) that ran it ended without finishing it"
+        instance.report_run_failed(run, message=message)
+        if instance.event_log_storage.supports_global_concurrency_limits:
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        log.warning("run %s of %s: %s; marked failed, its pool slots freed", run.run_id, run.job_name, message)
+        recovered.append(run.run_id)
+    return recovered
+
+
 def execute(
     defs: dg.Definitions,
     job_name: str,
     instance: dg.DagsterInstance,
     partition: str | None = None,
     on_step: Callable[[StepDone], None] | None = None,
+    home: str = "",
 ) -> tuple[bool, str]:
     """Execute one job of ``defs`` in process (one run on ``instance``); returns (success, run id)."""
     job = defs.resolve_job_def(job_name)
@@ -194,7 +244,7 @@ def execute(
             partition_key=partition,
             raise_on_error=False,
             run_id=run_id,
-            tags={"hotdog/cli": "run"},
+            tags={"hotdog/cli": "run", PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), HOME_TAG: home},
         )
     finally:
         stop.set()
@@ -223,7 +273,9 @@ def run_pipeline(
 
     defs = build_definitions(profile, home=str(store.root))
     instance = dagster_instance(store)
+    recover_abandoned_runs(instance)
     register_batches(store, instance, specs)
+    home = str(store.root)
     summary = RunSummary(
         home=str(store.root), dagster_home=str(instance.root_directory), partitions=[s.key for s in specs]
     )
@@ -234,26 +286,28 @@ def run_pipeline(
             on_step(step)
 
     for spec in specs:
-        ok, run_id = execute(defs, "ingest_batch", instance, spec.key, step_done)
+        ok, run_id = execute(defs, "ingest_batch", instance, spec.key, step_done, home=home)
         if not ok:
             summary.failed[spec.key] = failure_message(instance, run_id)
             if on_failure:
                 on_failure(spec.key, summary.failed[spec.key])
-    ok, run_id = execute(defs, "whole_set", instance, None, step_done)
+    ok, run_id = execute(defs, "whole_set", instance, None, step_done, home=home)
     if not ok:
         summary.failed["whole_set"] = failure_message(instance, run_id)
         if on_failure:
             on_failure("whole_set", summary.failed["whole_set"])
     elif walk:  # the profile's walk (the sketch world's faces by default), once the set is clean and indexed
         register_walk(store, instance, profile.walk)
-        ok, run_id = execute(defs, "walk", instance, profile.walk.name, step_done)
+        ok, run_id = execute(defs, "walk", instance, profile.walk.name, step_done, home=home)
         if not ok:
             key = f"walk {profile.walk.name}"
             summary.failed[key] = failure_message(instance, run_id)
             if on_failure:
                 on_failure(key, summary.failed[key])
         else:
-            execute(defs, "refresh_catalog", instance, None, step_done)  # the walk's table becomes a view too
+            execute(
+                defs, "refresh_catalog", instance, None, step_done, home=home
+            )  # the walk's table becomes a view too
     if store.catalog_path.exists():
         with catalog.reading(store) as con:
             views = [

@@ -1,6 +1,11 @@
 """What several stages share: the batch partitioning, its backfill policy, and the placement of GPU steps."""
 
+import functools
+from collections.abc import Callable
+
 import dagster as dg
+
+from hotdog_dagster.core.io.store import CorruptFile
 
 batches = dg.DynamicPartitionsDefinition(name="batches")
 
@@ -41,3 +46,24 @@ def counts(values: list[str | None]) -> dg.MetadataValue:
         if v is not None:
             out[v] = out.get(v, 0) + 1
     return dg.MetadataValue.json(dict(sorted(out.items())))
+
+
+def unreadable_fails_the_check(check: Callable[..., dg.AssetCheckResult]) -> Callable[..., dg.AssetCheckResult]:
+    """A check over a whole table that meets an unreadable file reports it as a failed check, naming it.
+
+    Raised instead, it failed the step and with it the run of whatever batch happened to run the
+    check, so re-materialising one damaged partition failed while another was still damaged and
+    healing took rounds (found by the reliability suite). A failed blocking check still blocks.
+    """
+
+    @functools.wraps(check)
+    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        try:
+            return check(*args, **kwargs)
+        except CorruptFile as exc:
+            return dg.AssetCheckResult(
+                passed=False,
+                metadata={"unreadable_file": dg.MetadataValue.path(str(exc.path)), "fix": str(exc)},
+            )
+
+    return wrapper

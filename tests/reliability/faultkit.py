@@ -327,6 +327,10 @@ def non_utf8_name(stem: bytes, suffix: str) -> str:
     return os.fsdecode(stem + suffix.encode())
 
 
+#: The ingest file cap the hostile folder is made for (the default is 1 GiB; a sparse file just over this).
+CAP_FOR_HOSTILE = 4 * 1024 * 1024
+
+
 @dataclass
 class HostileFolder:
     root: Path

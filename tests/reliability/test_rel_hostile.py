@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from faultkit import hostile_folder, hostile_zip, reason_counts
+from faultkit import CAP_FOR_HOSTILE, hostile_folder, hostile_zip, reason_counts
 
 from hotdog_dagster.core.io import ingest as ingest_module
 from hotdog_dagster.core.io.batches import list_source_files, plan_folder
@@ -22,7 +22,7 @@ from hotdog_dagster.core.settings import IngestSettings, ModelSettings, Profile
 
 pytestmark = pytest.mark.reliability
 
-CAP = 4 * 1024 * 1024  # the ingest's file cap in these tests (the default is 1 GiB)
+CAP = CAP_FOR_HOSTILE  # the ingest's file cap in these tests (the default is 1 GiB)
 
 
 def _ingest(store: Store, root: Path, **kw):

@@ -64,6 +64,10 @@ def test_writes_go_to_a_temp_file_that_is_synced_then_renamed(tmp_path: Path, mo
     assert len(renamed) == 1 and renamed[0][1] == target and renamed[0][0].name.endswith(".tmp")
     assert len(synced) >= 2  # the file before the rename, its folder after
     assert [p.name for p in target.parent.iterdir()] == ["p.parquet"]
+    # readable like any file the user writes (a temp file is 0600; renamed in as is, other users of
+    # a shared home, or the UI running as another user, could not read it)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~store_module._UMASK
+    assert store.staging_dir(tmp_path / "index").stat().st_mode & 0o777 == 0o777 & ~store_module._UMASK
 
 
 def test_a_full_disk_mid_write_leaves_the_last_good_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

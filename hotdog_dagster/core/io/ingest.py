@@ -203,6 +203,9 @@ class _Item:
     read_code: str = "unreadable"  # the reason code when data is None
 
 
+_AGAIN = "re-materialise the partition (`hotdog run --rerun`) to read it again"
+
+
 class _ReadRefused(Exception):
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
@@ -239,13 +242,13 @@ def read_regular_file(path: Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> by
     finally:
         os.close(fd)
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or total != before.st_size:
-        raise _ReadRefused("the file changed while it was being read; it is read again on a rerun", "changed")
+        raise _ReadRefused(f"the file changed while it was being read; {_AGAIN}", "changed")
     try:
         now = os.stat(path)
     except OSError:
-        raise _ReadRefused("the file was removed or replaced while it was being read", "changed") from None
+        raise _ReadRefused(f"the file was removed or replaced while it was being read; {_AGAIN}", "changed") from None
     if (now.st_dev, now.st_ino) != (before.st_dev, before.st_ino):
-        raise _ReadRefused("the file was replaced while it was being read; it is read again on a rerun", "changed")
+        raise _ReadRefused(f"the file was replaced while it was being read; {_AGAIN}", "changed")
     return b"".join(chunks)
 
 

@@ -155,7 +155,11 @@ class Store:
         staging directory; the pid in its name lets :func:`sweep_temporaries` remove it after a crash.
         """
         target.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{target.name}.{_writer_tag()}.", suffix=".staging", dir=target.parent))
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{target.name}.{_writer_tag()}.", suffix=".staging", dir=target.parent)
+        )
+        staging.chmod(0o777 & ~_UMASK)  # mkdtemp makes it 0700; swapped in, it must read like any folder
+        return staging
 
 
 def read_parquet(path: Path, asset: str, partition: str | None = None, columns: list[str] | None = None) -> pa.Table:
@@ -317,29 +321,46 @@ def sweep_temporaries(root: Path, min_age_s: float = 5.0) -> list[Path]:
 
     Only names this module makes (``.<name>.<host>-<pid>.<random>.tmp`` / ``.staging``) made on this
     host by a pid that is no longer running, and older than ``min_age_s``, are removed: a writer at
-    work in another process, or on another machine sharing the storage, is never touched. Returns
-    what was removed.
+    work in another process, or on another machine sharing the storage, is never touched. Only the
+    folders writers put them in are listed (not the image folders, which may hold millions of
+    files). Returns what was removed.
     """
     removed: list[Path] = []
     root = Path(root)
     if not root.is_dir():
         return removed
     now, host = time.time(), _host_tag()
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [*filenames, *dirnames]:
-            m = _TEMP_RE.match(name)
+    for folder in _temporary_places(root):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            m = _TEMP_RE.match(entry.name)
             if not m or m.group("host") != host or _alive(int(m.group("pid"))):
                 continue
-            path = Path(dirpath) / name
+            path = Path(entry.path)
             try:
                 if now - path.lstat().st_mtime < min_age_s:
                     continue
-                if path.is_dir() and not path.is_symlink():
+                if entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(path, ignore_errors=True)
-                    dirnames.remove(name)
                 else:
                     path.unlink(missing_ok=True)
                 removed.append(path)
             except OSError:
                 continue
     return removed
+
+
+def _temporary_places(root: Path) -> list[Path]:
+    """Every folder a writer of this module may leave a temporary in (``atomic_path``'s target folders,
+    and the parents of swapped folders)."""
+    places = [root, root / "tables", root / "images", root / "batches", root / "walks", root / "index"]
+    tables = root / "tables"
+    if tables.is_dir():
+        places += [p for p in tables.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    media = root / "media"
+    if media.is_dir():
+        places += [media, *(p for p in media.rglob("*") if p.is_dir() and not p.name.startswith("."))]
+    return places

@@ -3,10 +3,12 @@
 import dagster as dg
 
 from hotdog_dagster.core.labels.scoring import fingerprint
+from hotdog_dagster.defs.shared import unreadable_fails_the_check
 from hotdog_dagster.resources import LabelsResource, StoreResource
 
 
 @dg.asset_check(asset="label_set", description="every partition was scored with the current label set")
+@unreadable_fails_the_check
 def scores_use_current_label_set(store: StoreResource, labels: LabelsResource) -> dg.AssetCheckResult:
     current = fingerprint(labels.label_set())
     table = store.store().read_table("label_set", columns=["partition", "fingerprint"])

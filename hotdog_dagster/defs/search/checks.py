@@ -3,6 +3,7 @@
 import dagster as dg
 
 from hotdog_dagster.core.search import keyword
+from hotdog_dagster.defs.shared import unreadable_fails_the_check
 from hotdog_dagster.resources import StoreResource
 
 
@@ -10,6 +11,7 @@ from hotdog_dagster.resources import StoreResource
     asset="keyword_index",
     description="the keyword index holds exactly the ids of the images table (a stale index would hide or invent hits)",
 )
+@unreadable_fails_the_check
 def keyword_index_matches_images(store: StoreResource) -> dg.AssetCheckResult:
     s = store.store()
     images = s.read_table("images", columns=["id"])
