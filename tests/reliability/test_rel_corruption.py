@@ -114,6 +114,15 @@ def test_a_corrupt_index_file_is_named_and_rebuilt(copy: Store, built: Path, nam
     assert _same_as(copy, built) == []
 
 
+def test_the_index_update_names_a_damaged_embeddings_partition(copy: Store, built: Path):
+    """The incremental update reads a changed partition's row count first; that read named nothing."""
+    path = copy.table_path("embeddings", P1)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CorruptFile, match=rf"{path}.*re-materialise the asset 'embeddings' for partition {P1}"):
+        index.update_from_store(copy)
+    assert index.load(copy).ids.tolist() == index.load(Store(built)).ids.tolist()  # the last good index stays
+
+
 def test_a_deleted_index_is_rebuilt(copy: Store, built: Path):
     shutil.rmtree(copy.index_dir)
     with pytest.raises(FileNotFoundError, match="materialise image_index"):

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from PIL import Image
@@ -44,7 +45,7 @@ from hotdog_dagster.core.io.batches import (
     load_batch,
 )
 from hotdog_dagster.core.io.decode import decode
-from hotdog_dagster.core.io.store import Store, atomic_path
+from hotdog_dagster.core.io.store import CorruptFile, Store, atomic_path
 from hotdog_dagster.core.model.encoder import resolve_device
 from hotdog_dagster.core.model.names import TINY_DIFFUSION_MODEL
 from hotdog_dagster.core.model.schedulers import SCHEDULERS, check_scheduler
@@ -514,7 +515,10 @@ def regenerate(store: Store, image_id: str, out: str | Path | None = None) -> Re
 def _image_row(store: Store, image_id: str) -> dict[str, Any]:
     """The ``images`` row of one id (partition files are read one by one: their schemas may differ)."""
     for path in store.partition_files("images"):
-        table = pq.read_table(path, filters=[("id", "==", image_id)])
+        try:
+            table = pq.read_table(path, filters=[("id", "==", image_id)])
+        except (OSError, pa.ArrowException) as exc:  # name the damaged file, as every other reader does
+            raise CorruptFile(path, "images", path.stem, f"{type(exc).__name__}: {exc}") from None
         if table.num_rows:
             return table.slice(0, 1).to_pylist()[0]
     raise KeyError(f"no image with id {image_id!r} in {store.table_dir('images')}")

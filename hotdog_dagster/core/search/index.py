@@ -254,7 +254,12 @@ def _count_after(meta: dict, stale: list[str], store: Store, new: list[str]) -> 
     """Vectors after adding ``new`` (stale ones still counted: an upper bound is enough to choose the kind)."""
     n = int(meta["vectors"])
     for p in new:
-        n += pq.ParquetFile(store.table_path("embeddings", p)).metadata.num_rows
+        path = store.table_path("embeddings", p)
+        try:
+            with open_once(path) as source:
+                n += pq.ParquetFile(source).metadata.num_rows
+        except (OSError, pa.ArrowException) as exc:  # named, as every other read of a partition is
+            raise CorruptFile(path, "embeddings", p, f"{type(exc).__name__}: {exc}") from None
     return n
 
 
