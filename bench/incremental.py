@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from planted import copies_of, copy_count, non_black  # noqa: E402
 
 from hotdog_dagster.core import clean  # noqa: E402
-from hotdog_dagster.core.io.batches import list_source_files, plan_folder, plan_sketch  # noqa: E402
+from hotdog_dagster.core.io.batches import BATCH_TABLES, list_source_files, plan_folder, plan_sketch  # noqa: E402
 from hotdog_dagster.core.io.ingest import ingest_batch  # noqa: E402
 from hotdog_dagster.core.io.store import Store  # noqa: E402
 from hotdog_dagster.core.model import sketch  # noqa: E402
@@ -44,15 +44,6 @@ from hotdog_dagster.core.model.names import SKETCH_MODEL  # noqa: E402
 from hotdog_dagster.core.settings import CleanSettings  # noqa: E402
 
 FIELDS = ["id", "is_blank", "blank_code", "duplicate_group", "group_size", "duplicate_of", "dup_code", "keep"]
-NEW_TABLES = (
-    "images",
-    "thumbnails",
-    "rejected",
-    "embeddings",
-    "embedding_failures",
-    "image_quality",
-    "duplicate_edges",
-)
 
 
 def clean_batch(store: Store, key: str, settings: CleanSettings) -> dict:
@@ -100,7 +91,7 @@ def new_batch_files(folder: Path, base: int, batch: int, seed: int) -> int:
 
 
 def drop_batch(store: Store, key: str) -> None:
-    for table in NEW_TABLES:
+    for table in BATCH_TABLES:  # the label tables too: this bench never writes them, dropping is a no-op
         store.drop_partition(table, key)
     shutil.rmtree(store.images_dir / key, ignore_errors=True)
 

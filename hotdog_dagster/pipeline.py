@@ -22,7 +22,7 @@ import dagster as dg
 
 from hotdog_dagster.core.io import catalog
 from hotdog_dagster.core.io.batches import BatchSpec, save_batch
-from hotdog_dagster.core.io.store import Store, atomic_path
+from hotdog_dagster.core.io.store import Store, atomic_path, pid_alive
 from hotdog_dagster.core.settings import Profile, WalkSettings
 
 log = logging.getLogger(__name__)
@@ -186,16 +186,6 @@ PID_TAG, HOST_TAG, HOME_TAG = "hotdog/pid", "hotdog/host", "hotdog/home"
 _UNFINISHED = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recover_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
     """Mark runs whose ``hotdog`` process died (kill -9, OOM, a reboot) as failed and free their pool slots.
 
@@ -208,7 +198,7 @@ def recover_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
     host, recovered = socket.gethostname(), []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=_UNFINISHED, tags={"hotdog/cli": "run"})):
         pid = int(run.tags.get(PID_TAG) or 0)
-        if run.tags.get(HOST_TAG) != host or not pid or pid == os.getpid() or _alive(pid):
+        if run.tags.get(HOST_TAG) != host or not pid or pid == os.getpid() or pid_alive(pid):
             continue
         message = f"abandoned: the hotdog process (pid {pid}) that ran it ended without finishing it"
         instance.report_run_failed(run, message=message)

@@ -8,29 +8,20 @@ directory for this test (the path is printed). The test needs the ``chromium`` p
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from browser_env import CHROMIUM, browser_required, sync_api
 from search_home import shared_search_home
 
 from hotdog_dagster.core.io.store import Store
 from hotdog_dagster.core.search.engine import Searcher
 from hotdog_dagster.serve import create_app
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-_MISSING = "needs Debian's chromium (scripts/setup.sh installs it)" if CHROMIUM is None else ""
-try:
-    from playwright import sync_api
-except ImportError:
-    sync_api = None
-    _MISSING = _MISSING or "needs playwright: pip install -e '.[dev]'"
-if _MISSING and os.environ.get("CI") == "true":
-    raise RuntimeError(f"browser test with CI=true: {_MISSING}")  # in CI a missing browser is a failure
-pytestmark = pytest.mark.skipif(bool(_MISSING), reason=_MISSING or "browser present")
+pytestmark = browser_required("browser test")
 
 
 @pytest.fixture(scope="module")

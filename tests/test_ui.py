@@ -38,6 +38,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
+from browser_env import CHROMIUM, browser_required, sync_api
 
 from hotdog_dagster.core.model.sketch import draw
 from hotdog_dagster.dbt_project import prepare_dbt
@@ -45,19 +46,10 @@ from hotdog_dagster.definitions import WHOLE_SET, defs
 from hotdog_dagster.local_cluster import MARKER, free_port, marked_processes
 from hotdog_dagster.pipeline import failure_message
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-_MISSING = "needs Debian's chromium (scripts/setup.sh installs it)" if CHROMIUM is None else ""
-try:
-    from playwright import sync_api
-except ImportError:
-    sync_api = None
-    _MISSING = _MISSING or "needs playwright: pip install -e '.[dev]'"
-if _MISSING and os.environ.get("CI") == "true":
-    raise RuntimeError(f"UI test with CI=true: {_MISSING}")  # in CI a missing browser is a failure
 pytestmark = [
     pytest.mark.ui,
     pytest.mark.slow,
-    pytest.mark.skipif(bool(_MISSING), reason=_MISSING or "browser present"),
+    browser_required("UI test"),
 ]
 
 REPO = Path(__file__).resolve().parents[1]

@@ -306,7 +306,8 @@ def _writer_tag() -> str:
     return f"{_host_tag()}-{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host exists (another user's counts: signalling it is refused)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -337,7 +338,7 @@ def sweep_temporaries(root: Path, min_age_s: float = 5.0) -> list[Path]:
             continue
         for entry in entries:
             m = _TEMP_RE.match(entry.name)
-            if not m or m.group("host") != host or _alive(int(m.group("pid"))):
+            if not m or m.group("host") != host or pid_alive(int(m.group("pid"))):
                 continue
             path = Path(entry.path)
             try:
